@@ -1,0 +1,40 @@
+# The user's verbs. Every target installs what it needs first (.venv, once per pyproject.toml).
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PTX    := $(VENV)/bin/ptx
+STAMP  := $(VENV)/.installed
+
+# Data and runs stay inside the checkout unless the user says otherwise.
+export PTX_CACHE_DIR ?= $(CURDIR)/.cache/ptx
+
+.PHONY: install test test-slow test-all lint format phantom
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+test: install  ## fast CPU tests (the default marker set)
+	$(PY) -m pytest
+
+test-slow: install  ## the heavier tests marked `slow`
+	$(PY) -m pytest -m slow
+
+test-all: install
+	$(PY) -m pytest -m 'not gpu'
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+phantom: install  ## write both phantoms under data/phantom (DIR=... to change)
+	$(PTX) phantom ct --out $(or $(DIR),data/phantom)/ct --patients 8 --size 256 --slices 48
+	$(PTX) phantom xray --out $(or $(DIR),data/phantom)/xray --patients 40 --size 512

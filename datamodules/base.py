@@ -1,0 +1,239 @@
+"""The DataModule contract shared by CT and X-ray, and the pipeline both run through.
+
+files -> modality reader (``load_case``) -> resize -> preprocessing cache -> SliceDataset ->
+DataLoader. A modality subclass only says how to find its cases, how to decode one case, how
+to split patients and how to make its phantom; everything else lives here once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from abc import abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from datamodules.cache import CaseArrays, PreprocessingCache
+from datamodules.dataset import CachedCase, SliceDataset
+from datamodules.errors import DataError
+from datamodules.splits import SUBSETS, Split, check_split, load_split, save_split
+from datamodules.transforms import resize_images, resize_masks
+
+log = logging.getLogger("ptx.data")
+
+
+def default_cache_dir() -> Path:
+    """``$PTX_CACHE_DIR`` or ``~/.cache/ptx``: preprocessed arrays and generated phantoms."""
+    return Path(os.environ.get("PTX_CACHE_DIR", Path.home() / ".cache" / "ptx"))
+
+
+@dataclass(frozen=True)
+class Case:
+    """One unit of decoding: a CT patient volume or one radiograph.
+
+    ``patient`` is a non-identifying key; ``files`` are every source file whose change must
+    invalidate the cache; ``meta`` is any other input that defines the case (e.g. its RLE
+    rows), JSON-serialisable; ``label`` is the image-level stratum (1 = pneumothorax) if known.
+    """
+
+    patient: str
+    files: tuple[Path, ...]
+    meta: dict = field(default_factory=dict, hash=False, compare=False)
+    label: int | None = None
+
+
+class SegmentationDataModule(pl.LightningDataModule):
+    """Common contract of :class:`CTDataModule` and :class:`XRayDataModule`.
+
+    Args:
+        data_dir: folder of the data set; None generates (once) and uses the phantom.
+        image_size: side of the square network input in pixels; None keeps the native grid.
+        batch_size, num_workers: DataLoader settings.
+        cache_dir: preprocessing cache and phantom folder (default ``$PTX_CACHE_DIR``).
+        seed: seed of the split and of the phantom.
+        in_channels: grey is replicated to this many channels (X-ray paper: 3).
+        split_file: JSON split to use instead of drawing one (see ``datamodules.splits``).
+        split_fractions: train/val/test proportions when drawing a split.
+        hflip: random horizontal flips on training items.
+        train_negative_fraction: share of training slices without pneumothorax kept.
+        phantom: keyword arguments for the phantom generator when ``data_dir`` is None.
+    """
+
+    modality: str = ""
+    default_fractions: tuple[float, float, float] = (1, 1, 1)
+
+    def __init__(
+        self,
+        data_dir: str | None = None,
+        image_size: int | None = 256,
+        batch_size: int = 8,
+        num_workers: int = 0,
+        cache_dir: str | None = None,
+        seed: int = 0,
+        in_channels: int = 1,
+        split_file: str | None = None,
+        split_fractions: Sequence[float] | None = None,
+        hflip: bool = False,
+        train_negative_fraction: float = 1.0,
+        phantom: dict | None = None,
+    ) -> None:
+        super().__init__()
+        self.data_dir = Path(data_dir) if data_dir else None
+        self.image_size = image_size
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        self.seed = seed
+        self.in_channels = in_channels
+        self.split_file = split_file
+        self.split_fractions = tuple(split_fractions or self.default_fractions)
+        self.hflip = hflip
+        self.train_negative_fraction = train_negative_fraction
+        self.phantom = dict(phantom or {})
+        self.split: Split | None = None
+        self.report: dict = {}
+        self.train_dataset = self.val_dataset = self.test_dataset = None
+
+    # ---- what a modality provides ----------------------------------------------------
+    @abstractmethod
+    def discover_cases(self, root: Path) -> list[Case]:
+        """Every case under ``root``; raise DataError when there is none."""
+
+    @abstractmethod
+    def load_case(self, case: Case) -> CaseArrays:
+        """Decode one case at its native grid: images in [0, 1], masks in {0, 1}."""
+
+    @abstractmethod
+    def split_cases(self, cases: Sequence[Case]) -> Split:
+        """Draw the patient-level split (seeded by ``self.seed``)."""
+
+    @abstractmethod
+    def generate_phantom(self, out: Path) -> None:
+        """Write this modality's phantom data set into ``out``."""
+
+    def preprocessing_settings(self) -> dict:
+        """Everything that changes the cached arrays (subclasses add their own)."""
+        return {"image_size": self.image_size}
+
+    # ---- shared pipeline -------------------------------------------------------------
+    @property
+    def data_root(self) -> Path:
+        """The folder read: ``data_dir``, or the phantom folder when none is given."""
+        if self.data_dir is not None:
+            return self.data_dir
+        tag = "-".join(f"{k}{v}" for k, v in sorted(self.phantom.items()))
+        name = f"{self.modality}-seed{self.seed}" + (f"-{tag}" if tag else "")
+        return self.cache_dir / "phantom" / name
+
+    def _ensure_data(self) -> Path:
+        root = self.data_root
+        if self.data_dir is not None:
+            if not root.is_dir():
+                raise DataError("data folder does not exist; pass an existing data_dir", path=root)
+            return root
+        if not (root / ".complete").exists():
+            log.info("generating the %s phantom in %s (no data_dir given)", self.modality, root)
+            tmp = root.with_name(f"{root.name}.tmp{os.getpid()}")
+            self.generate_phantom(tmp)
+            (tmp / ".complete").touch()
+            try:
+                os.replace(tmp, root)
+            except OSError:  # another process finished first
+                if not (root / ".complete").exists():
+                    raise
+        return root
+
+    def _cache(self) -> PreprocessingCache:
+        return PreprocessingCache(self.cache_dir / "preprocessed", self.modality,
+                                  self.preprocessing_settings())
+
+    def _cached_cases(self, cases: Sequence[Case]) -> list[CachedCase]:
+        cache, out, decoded = self._cache(), [], 0
+        for case in cases:
+            key = cache.key(case.files, case.meta)
+            if not cache.has(key):
+                arrays = self.load_case(case)
+                arrays = CaseArrays(
+                    images=resize_images(arrays.images, self.image_size),
+                    masks=resize_masks(arrays.masks, self.image_size),
+                    ids=arrays.ids,
+                )
+                cache.store(key, arrays, patient=case.patient,
+                            positive=[bool(m.any()) for m in arrays.masks])
+                decoded += 1
+            index = cache.index(key)
+            image_path, mask_path = cache.array_paths(key)
+            out.append(CachedCase(case.patient, image_path, mask_path,
+                                  tuple(index["ids"]), tuple(index["positive"])))
+        self.report["cases_decoded"] = decoded
+        self.report["cases_from_cache"] = len(cases) - decoded
+        return out
+
+    def prepare_data(self) -> None:
+        # Lightning calls this on one process per node: decode everything once, here.
+        self._cached_cases(self.discover_cases(self._ensure_data()))
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_dataset is not None:
+            return
+        cases = self.discover_cases(self._ensure_data())
+        self.split = load_split(self.split_file) if self.split_file else self.split_cases(cases)
+        check_split(self.split)
+        cached = self._cached_cases(cases)
+        by_subset = {s: [c for c in cached if c.patient in set(self.split[s])] for s in SUBSETS}
+        for subset, members in by_subset.items():
+            if not members:
+                raise DataError(f"the {subset} split is empty ({len(cases)} cases in all): "
+                                "give more data or other split fractions", path=self.data_root)
+        keep = self._train_keep(by_subset["train"])
+        self.train_dataset = SliceDataset(by_subset["train"], self.in_channels, self.hflip, keep)
+        self.val_dataset = SliceDataset(by_subset["val"], self.in_channels)
+        self.test_dataset = SliceDataset(by_subset["test"], self.in_channels)
+        self._log_report(cases)
+
+    def _train_keep(self, cases: Sequence[CachedCase]) -> np.ndarray | None:
+        if self.train_negative_fraction >= 1.0:
+            return None
+        positive = np.concatenate([np.asarray(c.positive, dtype=bool) for c in cases])
+        rng = np.random.default_rng(self.seed)
+        keep = positive | (rng.random(len(positive)) < self.train_negative_fraction)
+        return np.flatnonzero(keep)
+
+    def _log_report(self, cases: Sequence[Case]) -> None:
+        for name in SUBSETS:
+            ds = getattr(self, f"{name}_dataset")
+            self.report[name] = {"patients": len(self.split[name]), "images": len(ds),
+                                 "positive": int(ds.positive.sum())}
+        log.info("%s data: %d cases read (%d decoded, %d from cache); %s", self.modality,
+                 len(cases), self.report["cases_decoded"], self.report["cases_from_cache"],
+                 "; ".join(f"{s}: {r['patients']} patients, {r['images']} images "
+                           f"({r['positive']} with pneumothorax)"
+                           for s, r in ((s, self.report[s]) for s in SUBSETS)))
+
+    def save_split(self, path: str | Path) -> Path:
+        """Write the split used (patient keys per subset) next to a run, for reuse."""
+        if self.split is None:
+            raise RuntimeError("call setup() before save_split()")
+        return save_split(self.split, path, modality=self.modality, seed=self.seed)
+
+    def _loader(self, dataset, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
+            pin_memory=torch.cuda.is_available(), persistent_workers=self.num_workers > 0,
+            drop_last=False,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_dataset, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_dataset, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_dataset, shuffle=False)

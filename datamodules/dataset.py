@@ -1,0 +1,102 @@
+"""Map-style dataset over cached, memory-mapped slices."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from datamodules.transforms import random_hflip
+
+
+@dataclass(frozen=True)
+class CachedCase:
+    """Where one preprocessed case lives in the cache, and what it holds."""
+
+    patient: str
+    image_path: Path
+    mask_path: Path
+    ids: tuple[str, ...]
+    positive: tuple[bool, ...]  # per slice: does the ground truth contain pneumothorax?
+
+
+class SliceDataset(Dataset):
+    """One item per 2-D slice (CT) or radiograph (X-ray), read from memory-mapped arrays.
+
+    Each item is a dict: ``image`` float32 ``in_channels x H x W`` in [0, 1] (grey replicated
+    to the channels), ``mask`` int64 ``H x W`` in {0, 1}, ``id`` and ``patient`` (str, both
+    non-identifying). Arrays are opened lazily in each process, so the dataset pickles cheaply
+    into DataLoader workers whatever the start method.
+    """
+
+    def __init__(
+        self,
+        cases: Sequence[CachedCase],
+        in_channels: int = 1,
+        hflip: bool = False,
+        keep: np.ndarray | None = None,
+    ) -> None:
+        self.cases = list(cases)
+        self.in_channels = in_channels
+        self.hflip = hflip
+        lengths = [len(c.ids) for c in self.cases]
+        case_index = np.repeat(np.arange(len(self.cases)), lengths)
+        slice_index = np.concatenate([np.arange(n) for n in lengths]) if lengths else case_index
+        if keep is not None:
+            case_index, slice_index = case_index[keep], slice_index[keep]
+        self.case_index = case_index.astype(np.int64)
+        self.slice_index = slice_index.astype(np.int64)
+        self._arrays: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def __len__(self) -> int:
+        return len(self.case_index)
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_arrays"] = {}  # memmaps are reopened in the receiving process
+        return state
+
+    def _open(self, case: int) -> tuple[np.ndarray, np.ndarray]:
+        if case not in self._arrays:
+            c = self.cases[case]
+            self._arrays[case] = (
+                np.load(c.image_path, mmap_mode="r"),
+                np.load(c.mask_path, mmap_mode="r"),
+            )
+        return self._arrays[case]
+
+    @property
+    def ids(self) -> list[str]:
+        return [self.cases[c].ids[s] for c, s in zip(self.case_index, self.slice_index, strict=True)]
+
+    @property
+    def patients(self) -> list[str]:
+        return [self.cases[c].patient for c in self.case_index]
+
+    @property
+    def positive(self) -> np.ndarray:
+        """Per item: does its ground truth contain pneumothorax?"""
+        return np.array(
+            [self.cases[c].positive[s] for c, s in zip(self.case_index, self.slice_index, strict=True)],
+            dtype=bool,
+        )
+
+    def __getitem__(self, index: int) -> dict:
+        case, slc = int(self.case_index[index]), int(self.slice_index[index])
+        images, masks = self._open(case)
+        image = torch.from_numpy(np.asarray(images[slc], dtype=np.float32))[None]
+        mask = torch.from_numpy(np.asarray(masks[slc], dtype=np.int64))
+        image = image.expand(self.in_channels, -1, -1).contiguous()
+        if self.hflip:
+            image, mask = random_hflip(image, mask)
+            image, mask = image.contiguous(), mask.contiguous()
+        return {
+            "image": image,
+            "mask": mask,
+            "id": self.cases[case].ids[slc],
+            "patient": self.cases[case].patient,
+        }

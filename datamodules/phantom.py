@@ -1,0 +1,52 @@
+"""Synthetic phantom data sets written in the real formats: the default data of every target.
+
+``ptx phantom ct --out DIR`` writes chest CT volumes with pneumothorax as DICOM series and
+NIfTI pairs; ``ptx phantom xray --out DIR`` writes radiographs in the SIIM-ACR layout
+(nested JPEG DICOM + ``train-rle.csv``) and/or the PNG folder layout. Deterministic by seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def generate_phantom(modality: str, out: str | Path, **kwargs) -> Path:
+    """Write the phantom of ``modality`` ("ct" or "xray") into ``out``; returns ``out``."""
+    out = Path(out)
+    if modality == "ct":
+        from datamodules.phantom_ct import generate_ct_phantom
+
+        generate_ct_phantom(out, **kwargs)
+    elif modality == "xray":
+        from datamodules.phantom_xray import generate_xray_phantom
+
+        generate_xray_phantom(out, **kwargs)
+    else:
+        raise ValueError(f"unknown phantom modality {modality!r}; use 'ct' or 'xray'")
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ptx phantom", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="modality", required=True)
+    ct = sub.add_parser("ct", help="chest CT volumes (DICOM series and NIfTI pairs)")
+    ct.add_argument("--slices", type=int, default=64, help="axial slices per patient")
+    ct.add_argument("--formats", choices=["mixed", "dicom", "nifti"], default="mixed",
+                    help="mixed: some patients as DICOM series, the others as NIfTI")
+    xray = sub.add_parser("xray", help="frontal chest radiographs (SIIM-ACR and PNG layouts)")
+    xray.add_argument("--layout", choices=["siim", "png", "both"], default="both")
+    for p, size, patients in ((ct, 512, 8), (xray, 1024, 40)):
+        p.add_argument("--out", type=Path, required=True, help="output folder")
+        p.add_argument("--patients", type=int, default=patients, help="number of patients")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--size", type=int, default=size, help="native image side in pixels")
+    return parser
+
+
+def cli(argv: list[str]) -> int:
+    args = vars(build_parser().parse_args(argv))
+    modality, out = args.pop("modality"), args.pop("out")
+    generate_phantom(modality, out, **args)
+    print(f"wrote {modality} phantom to {out}")
+    return 0

@@ -1,0 +1,100 @@
+"""Patient-level train/val/test splits: seeded, stratified where asked, saved as JSON.
+
+A split maps ``"train"``, ``"val"`` and ``"test"`` to lists of non-identifying patient keys.
+Every image of a patient lands in the same subset; :func:`check_split` asserts it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from datamodules.errors import DataError
+
+SUBSETS = ("train", "val", "test")
+Split = dict[str, list[str]]
+
+
+def _allocate(n: int, fractions: Sequence[float]) -> list[int]:
+    """Counts per subset summing to ``n``; val and test get at least one item when n >= 3."""
+    weights = np.asarray(fractions, dtype=float)
+    if weights.shape != (3,) or (weights < 0).any() or weights.sum() <= 0:
+        raise ValueError(f"split fractions must be three non-negative numbers, got {fractions}")
+    raw = weights / weights.sum() * n
+    counts = np.floor(raw).astype(int)
+    for i in np.argsort(-(raw - counts))[: n - counts.sum()]:  # largest remainders first
+        counts[i] += 1
+    if n >= 3:
+        for i in (2, 1):  # never leave val or test empty when there is enough data
+            if weights[i] > 0 and counts[i] == 0:
+                counts[i] = 1
+                counts[int(np.argmax(counts))] -= 1
+    return counts.tolist()
+
+
+def split_patients(
+    patients: Sequence[str], fractions: Sequence[float] = (50, 4, 6), seed: int = 0
+) -> Split:
+    """Seeded random split of patient keys in the given proportions (default: the CT paper)."""
+    unique = sorted(set(patients))
+    order = np.random.default_rng(seed).permutation(len(unique))
+    counts = _allocate(len(unique), fractions)
+    shuffled = [unique[i] for i in order]
+    bounds = np.cumsum([0, *counts])
+    return {s: sorted(shuffled[bounds[i] : bounds[i + 1]]) for i, s in enumerate(SUBSETS)}
+
+
+def stratified_split(
+    patient_labels: Mapping[str, int], fractions: Sequence[float] = (64, 16, 20), seed: int = 0
+) -> Split:
+    """Split patients so each subset keeps the share of each label (default: the X-ray paper).
+
+    ``patient_labels`` maps a patient key to its stratum (1 if any image is pneumothorax).
+    """
+    split: Split = {s: [] for s in SUBSETS}
+    for label in sorted(set(patient_labels.values())):
+        stratum = [p for p, v in patient_labels.items() if v == label]
+        part = split_patients(stratum, fractions, seed=seed + 7919 * (label + 1))
+        for s in SUBSETS:
+            split[s].extend(part[s])
+    return {s: sorted(v) for s, v in split.items()}
+
+
+def check_split(split: Mapping[str, Sequence[str]]) -> None:
+    """Raise if a patient appears in two subsets or a subset name is unknown."""
+    unknown = set(split) - set(SUBSETS)
+    if unknown:
+        raise DataError(f"split has unknown subsets {sorted(unknown)}; expected {SUBSETS}")
+    seen: dict[str, str] = {}
+    for subset in SUBSETS:
+        for patient in split.get(subset, []):
+            if patient in seen:
+                raise DataError(
+                    f"patient appears in both {seen[patient]!r} and {subset!r}",
+                    patient=patient,
+                )
+            seen[patient] = subset
+
+
+def save_split(split: Mapping[str, Sequence[str]], path: str | Path, **info) -> Path:
+    """Write the split (and any extra ``info``, e.g. seed) as JSON; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {**info, **{s: list(split.get(s, [])) for s in SUBSETS}}
+    path.write_text(json.dumps(payload, indent=1))
+    return path
+
+
+def load_split(path: str | Path) -> Split:
+    """Read a split JSON written by :func:`save_split` (or by hand) and check it."""
+    path = Path(path)
+    try:
+        payload = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise DataError(f"cannot read split file ({err})", path=path) from err
+    split = {s: list(payload.get(s, [])) for s in SUBSETS}
+    check_split(split)
+    return split

@@ -1,0 +1,1 @@
+"""Command-line entry point (``ptx``) and one config per paper experiment."""
