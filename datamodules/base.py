@@ -150,8 +150,9 @@ class SegmentationDataModule(pl.LightningDataModule):
         return root
 
     def _cache(self) -> PreprocessingCache:
-        return PreprocessingCache(self.cache_dir / "preprocessed", self.modality,
-                                  self.preprocessing_settings())
+        return PreprocessingCache(
+            self.cache_dir / "preprocessed", self.modality, self.preprocessing_settings()
+        )
 
     def _cached_cases(self, cases: Sequence[Case]) -> list[CachedCase]:
         cache, out, decoded = self._cache(), [], 0
@@ -164,13 +165,24 @@ class SegmentationDataModule(pl.LightningDataModule):
                     masks=resize_masks(arrays.masks, self.image_size),
                     ids=arrays.ids,
                 )
-                cache.store(key, arrays, patient=case.patient,
-                            positive=[bool(m.any()) for m in arrays.masks])
+                cache.store(
+                    key,
+                    arrays,
+                    patient=case.patient,
+                    positive=[bool(m.any()) for m in arrays.masks],
+                )
                 decoded += 1
             index = cache.index(key)
             image_path, mask_path = cache.array_paths(key)
-            out.append(CachedCase(case.patient, image_path, mask_path,
-                                  tuple(index["ids"]), tuple(index["positive"])))
+            out.append(
+                CachedCase(
+                    case.patient,
+                    image_path,
+                    mask_path,
+                    tuple(index["ids"]),
+                    tuple(index["positive"]),
+                )
+            )
         self.report["cases_decoded"] = decoded
         self.report["cases_from_cache"] = len(cases) - decoded
         return out
@@ -189,8 +201,11 @@ class SegmentationDataModule(pl.LightningDataModule):
         by_subset = {s: [c for c in cached if c.patient in set(self.split[s])] for s in SUBSETS}
         for subset, members in by_subset.items():
             if not members:
-                raise DataError(f"the {subset} split is empty ({len(cases)} cases in all): "
-                                "give more data or other split fractions", path=self.data_root)
+                raise DataError(
+                    f"the {subset} split is empty ({len(cases)} cases in all): "
+                    "give more data or other split fractions",
+                    path=self.data_root,
+                )
         keep = self._train_keep(by_subset["train"])
         self.train_dataset = SliceDataset(by_subset["train"], self.in_channels, self.hflip, keep)
         self.val_dataset = SliceDataset(by_subset["val"], self.in_channels)
@@ -208,13 +223,23 @@ class SegmentationDataModule(pl.LightningDataModule):
     def _log_report(self, cases: Sequence[Case]) -> None:
         for name in SUBSETS:
             ds = getattr(self, f"{name}_dataset")
-            self.report[name] = {"patients": len(self.split[name]), "images": len(ds),
-                                 "positive": int(ds.positive.sum())}
-        log.info("%s data: %d cases read (%d decoded, %d from cache); %s", self.modality,
-                 len(cases), self.report["cases_decoded"], self.report["cases_from_cache"],
-                 "; ".join(f"{s}: {r['patients']} patients, {r['images']} images "
-                           f"({r['positive']} with pneumothorax)"
-                           for s, r in ((s, self.report[s]) for s in SUBSETS)))
+            self.report[name] = {
+                "patients": len(self.split[name]),
+                "images": len(ds),
+                "positive": int(ds.positive.sum()),
+            }
+        log.info(
+            "%s data: %d cases read (%d decoded, %d from cache); %s",
+            self.modality,
+            len(cases),
+            self.report["cases_decoded"],
+            self.report["cases_from_cache"],
+            "; ".join(
+                f"{s}: {r['patients']} patients, {r['images']} images "
+                f"({r['positive']} with pneumothorax)"
+                for s, r in ((s, self.report[s]) for s in SUBSETS)
+            ),
+        )
 
     def save_split(self, path: str | Path) -> Path:
         """Write the split used (patient keys per subset) next to a run, for reuse."""
@@ -224,8 +249,12 @@ class SegmentationDataModule(pl.LightningDataModule):
 
     def _loader(self, dataset, shuffle: bool) -> DataLoader:
         return DataLoader(
-            dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
-            pin_memory=torch.cuda.is_available(), persistent_workers=self.num_workers > 0,
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=self.num_workers > 0,
             drop_last=False,
         )
 

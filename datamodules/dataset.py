@@ -69,9 +69,12 @@ class SliceDataset(Dataset):
             )
         return self._arrays[case]
 
+    def _items(self):
+        return zip(self.case_index.tolist(), self.slice_index.tolist(), strict=True)
+
     @property
     def ids(self) -> list[str]:
-        return [self.cases[c].ids[s] for c, s in zip(self.case_index, self.slice_index, strict=True)]
+        return [self.cases[c].ids[s] for c, s in self._items()]
 
     @property
     def patients(self) -> list[str]:
@@ -81,7 +84,7 @@ class SliceDataset(Dataset):
     def positive(self) -> np.ndarray:
         """Per item: does its ground truth contain pneumothorax?"""
         return np.array(
-            [self.cases[c].positive[s] for c, s in zip(self.case_index, self.slice_index, strict=True)],
+            [self.cases[c].positive[s] for c, s in self._items()],
             dtype=bool,
         )
 

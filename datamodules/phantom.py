@@ -32,8 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="modality", required=True)
     ct = sub.add_parser("ct", help="chest CT volumes (DICOM series and NIfTI pairs)")
     ct.add_argument("--slices", type=int, default=64, help="axial slices per patient")
-    ct.add_argument("--formats", choices=["mixed", "dicom", "nifti"], default="mixed",
-                    help="mixed: some patients as DICOM series, the others as NIfTI")
+    ct.add_argument(
+        "--formats",
+        choices=["mixed", "dicom", "nifti"],
+        default="mixed",
+        help="mixed: some patients as DICOM series, the others as NIfTI",
+    )
     xray = sub.add_parser("xray", help="frontal chest radiographs (SIIM-ACR and PNG layouts)")
     xray.add_argument("--layout", choices=["siim", "png", "both"], default="both")
     for p, size, patients in ((ct, 512, 8), (xray, 1024, 40)):

@@ -9,8 +9,9 @@ from datamodules.transforms import resize_images, resize_masks
 def _arrays(n=3, size=8):
     rng = np.random.default_rng(0)
     masks = (rng.random((n, size, size)) > 0.7).astype(np.uint8)
-    return CaseArrays(rng.random((n, size, size)).astype(np.float32), masks,
-                      [f"s{i}" for i in range(n)])
+    return CaseArrays(
+        rng.random((n, size, size)).astype(np.float32), masks, [f"s{i}" for i in range(n)]
+    )
 
 
 def test_store_and_load_round_trip(tmp_path):
