@@ -66,6 +66,7 @@ class SegmentationDataModule(pl.LightningDataModule):
     """
 
     modality: str = ""
+    native_size: int | None = None  # source grid side the diagnosis area threshold refers to
     default_fractions: tuple[float, float, float] = (1, 1, 1)
 
     def __init__(
