@@ -38,3 +38,12 @@ format: install
 phantom: install  ## write both phantoms under data/phantom (DIR=... to change)
 	$(PTX) phantom ct --out $(or $(DIR),data/phantom)/ct --patients 8 --size 256 --slices 48
 	$(PTX) phantom xray --out $(or $(DIR),data/phantom)/xray --patients 40 --size 512
+
+.PHONY: model-table bench bench-data
+model-table: install  ## parameters and GMACs of every registered model, beside the papers'
+	$(PTX) model-table
+
+bench-data: install  ## DataLoader slices/s from raw DICOM vs from the preprocessing cache
+	$(PY) -m benchmarks.data_loading
+
+bench: bench-data

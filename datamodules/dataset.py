@@ -28,9 +28,9 @@ class SliceDataset(Dataset):
     """One item per 2-D slice (CT) or radiograph (X-ray), read from memory-mapped arrays.
 
     Each item is a dict: ``image`` float32 ``in_channels x H x W`` in [0, 1] (grey replicated
-    to the channels), ``mask`` int64 ``H x W`` in {0, 1}, ``id`` and ``patient`` (str, both
-    non-identifying). Arrays are opened lazily in each process, so the dataset pickles cheaply
-    into DataLoader workers whatever the start method.
+    to the channels), ``mask`` int64 ``H x W`` in {0, 1}, ``index`` (int, the item's position
+    here), ``id`` and ``patient`` (str, both non-identifying). Arrays are opened lazily in each
+    process, so the dataset pickles cheaply into DataLoader workers whatever the start method.
     """
 
     def __init__(
@@ -100,6 +100,7 @@ class SliceDataset(Dataset):
         return {
             "image": image,
             "mask": mask,
+            "index": index,  # position in this dataset: lets metrics gather across processes
             "id": self.cases[case].ids[slc],
             "patient": self.cases[case].patient,
         }

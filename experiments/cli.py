@@ -12,6 +12,12 @@ import sys
 # subcommand -> "module:function"; the function takes argv (without the subcommand), returns rc
 COMMANDS: dict[str, tuple[str, str]] = {
     "phantom": ("datamodules.phantom:cli", "write a synthetic CT or X-ray data set"),
+    "fit": ("experiments.train:fit_cli", "train a model (then test it), one experiment config"),
+    "validate": ("experiments.train:validate_cli", "validate a checkpoint"),
+    "test": ("experiments.train:test_cli", "test a checkpoint, write metrics and per-image table"),
+    "model-table": ("lightning_modules.complexity:cli", "parameters and GMACs of every model"),
+    "sweep": ("ablations.runner:cli", "run a paper table's grid of experiments"),
+    "report": ("ablations.report:cli", "rebuild a sweep's table and figures from its runs"),
 }
 
 

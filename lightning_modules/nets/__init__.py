@@ -1,7 +1,11 @@
 """Networks of both papers behind one registry: ``create_model(name, in_channels, classes)``.
 
-Importing this package imports every architecture module, which registers its builders.
+Importing this package imports every module in it; each architecture module registers its
+builders with ``@register_model`` on import, so adding a file is all a new model needs.
 """
+
+import importlib
+import pkgutil
 
 from lightning_modules.nets.registry import (
     ModelEntry,
@@ -11,7 +15,7 @@ from lightning_modules.nets.registry import (
     register_model,
 )
 
-# Architecture modules register themselves on import; keep this list in sync with the folder.
-# (Each issue appends its modules here.)
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = ["ModelEntry", "create_model", "list_models", "model_entry", "register_model"]

@@ -1,0 +1,1 @@
+"""One reader per format: DICOM (series and radiographs), NIfTI, RLE CSV, PNG."""
