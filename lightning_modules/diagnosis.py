@@ -9,6 +9,7 @@ the grid the masks are on (50 px at 1024 x 1024 is 3.125 px at 256 x 256).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from numbers import Integral
 
 import torch
 
@@ -17,7 +18,19 @@ PAPER_REFERENCE_SIZE = 1024
 
 
 def _pair(size: int | Sequence[int]) -> tuple[int, int]:
-    return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    h, w = (size, size) if isinstance(size, Integral) else tuple(size)
+    if int(h) < 1 or int(w) < 1:
+        raise ValueError(f"a grid size must be positive, got {size!r}")
+    return int(h), int(w)
+
+
+def _check_batch(masks: torch.Tensor) -> None:
+    # an H x W mask would silently be read as H images of one row each
+    if masks.ndim != 3:
+        raise ValueError(
+            f"masks must be B x H x W, got shape {tuple(masks.shape)}; "
+            "add a batch dimension (mask[None]) for a single image"
+        )
 
 
 def scaled_min_area(
@@ -43,9 +56,12 @@ def diagnose(
         min_area: threshold in pixels at ``reference_size``; an area equal to it is negative.
         reference_size: the grid ``min_area`` is stated at (int or (H, W)).
     Returns:
-        bool tensor of shape ``B``.
+        bool tensor of shape ``B``, on the masks' device.
     """
-    area = masks.flatten(1).to(torch.float64).sum(1)
+    _check_batch(masks)
+    if min_area < 0:
+        raise ValueError(f"min_area must be >= 0 pixels, got {min_area}")
+    area = masks.flatten(1).sum(1)  # exact int64 for bool/integer masks, on any device
     return area > scaled_min_area(min_area, masks.shape[-2:], reference_size)
 
 
@@ -62,5 +78,5 @@ def threshold_masks(
     ``min_area`` (at ``reference_size``) is cleared. Tune both on validation data only.
     """
     masks = probabilities > probability_threshold
-    keep = diagnose(masks, min_area, reference_size) if min_area > 0 else masks.flatten(1).any(1)
+    keep = diagnose(masks, min_area, reference_size)  # min_area 0 keeps any non-empty mask
     return masks & keep[:, None, None]

@@ -1,6 +1,19 @@
-"""Segmentation losses selectable by name: ``create_loss("ce")``.
+"""Segmentation losses selectable by name: ``create_loss("swce")``.
 
 Every loss maps logits ``B x C x H x W`` and an int64 target ``B x H x W`` to a scalar.
+``ce`` (CEL), ``wce`` (W-CEL), ``swce`` (SW-CEL, the X-ray paper's loss), ``dice`` and
+``ce+dice``.
+
+SW-CEL weights pixel x of image n (N its pixels, T_c its class-c pixels, B_c their boundary):
+
+    w(x) = sum_c  |N| / |T_c| * [x in T_c]  +  |N| / |B_c| * [x in B_c]
+
+B_c: class-c pixels with a pixel of another class in their 8-neighbourhood (an edge detector:
+3x3 erosion), widened by ``boundary_width`` steps of 3x3 dilation and kept inside T_c (the paper
+has B_c within T_c); pixels on the image border see no neighbours outside it. An empty T_c or
+B_c contributes nothing. The paper writes -sum_x w(x) log p(t_x | x); we divide by |N| and
+average over images, so the loss equals sum_c mean_{T_c}(CE) + sum_c mean_{B_c}(CE): the same
+magnitude at every image size. W-CEL is the class term alone; with both terms off it is CEL.
 """
 
 from __future__ import annotations
@@ -46,3 +59,122 @@ class CrossEntropyLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits, target)
+
+
+def _inverse_count(members: torch.Tensor) -> torch.Tensor:
+    """|N| / |S| per image and class from a ``B x C x H x W`` 0/1 membership; 0 where S is empty."""
+    count = members.sum(dim=(2, 3), keepdim=True)
+    n = members.shape[-2] * members.shape[-1]
+    return torch.where(count > 0, n / count.clamp(min=1), torch.zeros_like(count))
+
+
+def class_boundaries(one_hot: torch.Tensor, boundary_width: int = 1) -> torch.Tensor:
+    """B_c per class: ``B x C x H x W`` 0/1 float one-hot -> 0/1 boundary maps, same shape.
+
+    Edge pixels of class c (a 3x3 neighbour of another class), dilated ``boundary_width`` times
+    by a 3x3 square and kept inside class c. Max-pooling pads with -inf, so the image border
+    counts as no neighbour.
+    """
+    eroded = -F.max_pool2d(-one_hot, 3, stride=1, padding=1)
+    edges = one_hot - eroded
+    if boundary_width > 0:
+        k = 2 * boundary_width + 1
+        edges = F.max_pool2d(edges, k, stride=1, padding=boundary_width)
+    return edges * one_hot
+
+
+def swce_weight_map(
+    target: torch.Tensor,
+    num_classes: int = 2,
+    boundary_width: int = 1,
+    class_weighting: bool = True,
+    boundary_weighting: bool = True,
+) -> torch.Tensor:
+    """SW-CEL pixel weights ``B x H x W`` (float32, on ``target``'s device) from ``B x H x W``.
+
+    Class term |N|/|T_c| on T_c, boundary term |N|/|B_c| on B_c (see the module docstring);
+    with both terms off every weight is 1. Weights are ratios of pixel counts: unitless.
+    """
+    if target.ndim != 3:
+        raise ValueError(f"target must be B x H x W class indices, got shape {tuple(target.shape)}")
+    if not (class_weighting or boundary_weighting):
+        return torch.ones(target.shape, device=target.device)
+    one_hot = F.one_hot(target.long(), num_classes).permute(0, 3, 1, 2).float()
+    weights = torch.zeros_like(one_hot[:, 0])
+    if class_weighting:
+        weights += (_inverse_count(one_hot) * one_hot).sum(dim=1)
+    if boundary_weighting:
+        boundary = class_boundaries(one_hot, boundary_width)
+        weights += (_inverse_count(boundary) * boundary).sum(dim=1)
+    return weights
+
+
+@register_loss("swce")
+class SpatiallyWeightedCrossEntropyLoss(nn.Module):
+    """SW-CEL: cross-entropy weighted per pixel by :func:`swce_weight_map`, / |N|, mean over B.
+
+    Args:
+        boundary_width: 3x3 dilation steps widening the edge into the boundary band (0: edge
+            pixels only).
+        class_weighting, boundary_weighting: switch the two terms (both off: CEL).
+    """
+
+    def __init__(self, boundary_width=1, class_weighting=True, boundary_weighting=True):
+        super().__init__()
+        if boundary_width < 0:
+            raise ValueError(f"boundary_width must be >= 0 pixels, got {boundary_width}")
+        self.boundary_width = int(boundary_width)
+        self.class_weighting = class_weighting
+        self.boundary_weighting = boundary_weighting
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            w = swce_weight_map(
+                target,
+                logits.shape[1],
+                self.boundary_width,
+                self.class_weighting,
+                self.boundary_weighting,
+            )
+        ce = F.cross_entropy(logits, target, reduction="none")  # B x H x W
+        return (w.to(ce.dtype) * ce).mean()  # mean over pixels (the /|N|) and images
+
+
+@register_loss("wce")
+def weighted_cross_entropy(**kwargs) -> SpatiallyWeightedCrossEntropyLoss:
+    """W-CEL: the class-frequency term |N|/|T_c| alone (SW-CEL without boundary weights)."""
+    return SpatiallyWeightedCrossEntropyLoss(boundary_weighting=False, **kwargs)
+
+
+@register_loss("dice")
+class SoftDiceLoss(nn.Module):
+    """Soft Dice loss of the PTX class, pooled over the batch's pixels.
+
+    ``1 - (2 sum(p g) + s) / (sum(p) + sum(g) + s)``, p the softmax probability of
+    ``ptx_class``, g its ground truth, s = ``smooth`` (in pixels): an all-negative batch
+    predicted all-negative costs 0 instead of 0/0. Pooling keeps empty images from dominating.
+    """
+
+    def __init__(self, ptx_class: int = 1, smooth: float = 1.0):
+        super().__init__()
+        self.ptx_class, self.smooth = ptx_class, smooth
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        p = logits.softmax(dim=1)[:, self.ptx_class]
+        g = (target == self.ptx_class).to(p.dtype)
+        dice = (2 * (p * g).sum() + self.smooth) / (p.sum() + g.sum() + self.smooth)
+        return 1 - dice
+
+
+@register_loss("ce+dice")
+class CrossEntropyDiceLoss(nn.Module):
+    """``ce_weight`` * CEL + ``dice_weight`` * soft Dice loss of the PTX class."""
+
+    def __init__(self, ce_weight: float = 1.0, dice_weight: float = 1.0, **dice_kwargs):
+        super().__init__()
+        self.ce_weight, self.dice_weight = ce_weight, dice_weight
+        self.dice = SoftDiceLoss(**dice_kwargs)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        ce = F.cross_entropy(logits, target)
+        return self.ce_weight * ce + self.dice_weight * self.dice(logits, target)
