@@ -1,0 +1,120 @@
+"""Hand-made CT files for the tests: DICOM slices and NIfTI volumes written from scratch with
+pydicom and nibabel, independently of the phantom's writers, so a reader bug cannot hide
+behind a matching writer bug."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, ornt_transform
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)  # head-first supine: rows to the left, columns posterior
+
+
+def write_slice(path: Path, stored: np.ndarray, **tags) -> Path:
+    """One CT Image Storage file holding ``stored`` (rows x columns) and the given tags.
+
+    ``PixelRepresentation`` follows the array's dtype (int16: 1, uint16: 0).
+    """
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = CTImageStorage
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.Modality = "CT"
+    ds.Rows, ds.Columns = stored.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
+    ds.PixelRepresentation = 1 if stored.dtype == np.int16 else 0
+    for keyword, value in tags.items():
+        if value is not None:
+            setattr(ds, keyword, value)
+    ds.PixelData = np.ascontiguousarray(stored).tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def write_series(
+    folder: Path,
+    hu: np.ndarray,
+    *,
+    origin: Sequence[float] = (-10.0, -20.0, 30.0),
+    orientation: Sequence[float] = AXIAL,
+    spacing: tuple[float, float] = (0.8, 0.6),
+    step: float = 2.5,
+    intercept: float = -1024.0,
+    slope: float = 1.0,
+    dtype=np.int16,
+    instance_numbers: Sequence[int] | None = None,
+    seed: int = 0,
+    **tags,
+) -> list[Path]:
+    """Write ``hu`` (slices x rows x columns, slice 0 first along the normal) as a series.
+
+    File names are random, so their order says nothing; slice ``k`` sits at ``origin + k *
+    step * normal`` (LPS mm). Returns the paths in slice order.
+    """
+    rng = np.random.default_rng(seed)
+    normal = np.cross(orientation[:3], orientation[3:])
+    tags.setdefault("SeriesInstanceUID", generate_uid())
+    numbers = instance_numbers or rng.permutation(len(hu)) + 1  # shuffled unless given
+    paths = []
+    for k, (plane, name) in enumerate(zip(hu, rng.permutation(10**6)[: len(hu)], strict=True)):
+        stored = np.round((plane - intercept) / slope).astype(dtype)
+        position = np.asarray(origin) + k * step * normal
+        paths.append(
+            write_slice(
+                folder / f"{name:06d}.dcm",
+                stored,
+                ImagePositionPatient=[float(x) for x in position],
+                ImageOrientationPatient=list(orientation),
+                PixelSpacing=list(spacing),
+                SliceThickness=step,
+                RescaleIntercept=intercept,
+                RescaleSlope=slope,
+                InstanceNumber=int(numbers[k]),
+                **tags,
+            )
+        )
+    return paths
+
+
+def lps_affine(spacing=(0.6, 0.8, 2.5), origin=(-10.0, -20.0, 30.0)) -> np.ndarray:
+    """RAS+ affine of a volume stored in LPS voxel order (i left, j posterior, k superior)."""
+    lps = np.diag([*spacing, 1.0])
+    lps[:3, 3] = origin
+    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
+
+
+def reoriented(data: np.ndarray, affine: np.ndarray, axcodes) -> tuple[np.ndarray, np.ndarray]:
+    """The same physical volume, given in LPS voxel order, stored in orientation ``axcodes``."""
+    transform = ornt_transform(axcodes2ornt(("L", "P", "S")), axcodes2ornt(tuple(axcodes)))
+    return apply_orientation(data, transform), affine @ inv_ornt_aff(transform, data.shape)
+
+
+def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray, slope=None, inter=None):
+    """Save ``data`` as is (its dtype) with an optional scl_slope/scl_inter."""
+    image = nib.Nifti1Image(np.asarray(data), affine)
+    if slope is not None:
+        image.header.set_slope_inter(slope, inter)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(image, path)
+    return path
+
+
+def nifti_patient(folder: Path, hu: np.ndarray, label: np.ndarray, affine=None, axcodes="LPS"):
+    """A patient folder with image.nii.gz (int16 HU) and label.nii.gz (uint8), both given in
+    LPS voxel order and stored in orientation ``axcodes``."""
+    affine = lps_affine() if affine is None else affine
+    image, image_affine = reoriented(np.asarray(hu, dtype=np.int16), affine, axcodes)
+    mask, mask_affine = reoriented(np.asarray(label, dtype=np.uint8), affine, axcodes)
+    write_nifti(folder / "image.nii.gz", image, image_affine)
+    write_nifti(folder / "label.nii.gz", mask, mask_affine)
+    return folder
