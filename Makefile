@@ -47,3 +47,9 @@ bench-data: install  ## DataLoader slices/s from raw DICOM vs from the preproces
 	$(PY) -m benchmarks.data_loading
 
 bench: bench-data
+
+.PHONY: train
+# make train EXP=ct/efa_net [PROFILE=quick|paper|auto] [DATA=/path] [SEED=0] [ARGS='--trainer.max_epochs 5']
+train: install  ## train one experiment config, then test it; the run record goes to runs/
+	$(PTX) fit --exp $(or $(EXP),$(error give EXP=ct/efa_net or another experiments/configs entry)) \
+		--profile $(or $(PROFILE),auto) $(if $(DATA),--data $(DATA)) $(if $(SEED),--seed $(SEED)) $(ARGS)

@@ -1,0 +1,171 @@
+"""``PtxCLI``: LightningCLI for ``SegmentationModule`` + a ``SegmentationDataModule`` subclass.
+
+On top of Lightning's: a ``run`` section (``RunSettings``: group, name, runs root), a
+``checkpoint`` section (the ``ModelCheckpoint`` writing ``best.ckpt`` and ``last.ckpt``),
+the run directory ``<runs root>/<group>/<name>/`` wired into checkpoints, config and W&B,
+``best``/``last`` resolved to that run's checkpoints, the run's callbacks (record, W&B
+overlays, RNG state, non-finite loss guard, rich progress bar), and ``fit`` followed by
+validation and test of the best checkpoint, so one ``fit`` leaves a complete record.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from jsonargparse import Namespace
+from jsonargparse.typing import import_object
+from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
+
+from datamodules.base import SegmentationDataModule
+from experiments.run_dir import (
+    RunSettings,
+    prepare_fit_dir,
+    resolve_checkpoint,
+    run_name,
+    runs_root,
+)
+from experiments.run_info import network_complexity, run_info, run_tags
+from experiments.wandb_setup import create_wandb_logger
+from lightning_modules.callbacks import FiniteLossGuard, RngState, RunRecord, WandbOverlays
+from lightning_modules.module import SegmentationModule
+
+log = logging.getLogger("ptx.run")
+
+CHECKPOINT_DEFAULTS = {  # the `checkpoint` section: best.ckpt by the monitored metric
+    "checkpoint.filename": "best",
+    "checkpoint.mode": "max",
+    "checkpoint.save_top_k": 1,
+    # Lightning 2.6 writes save_last only in epochs that improved the best: last.ckpt comes
+    # from its own callback (last_checkpoint), so resuming always continues the latest epoch
+    "checkpoint.save_last": False,
+    "checkpoint.auto_insert_metric_name": False,
+    # testing needs only the weights (and hyperparameters): a third of the size with Adam
+    "checkpoint.save_weights_only": True,
+    # a run directory holds one run (prepare_fit_dir), so files are overwritten in place
+    "checkpoint.enable_version_counter": False,
+}
+
+
+def last_checkpoint(dirpath: str) -> ModelCheckpoint:
+    """``last.ckpt``: the full state after every epoch, whatever the metric did (weights,
+    optimiser, loops, callbacks, RNG: what resuming needs)."""
+    return ModelCheckpoint(
+        dirpath=dirpath,
+        filename="last",
+        monitor=None,
+        save_top_k=1,
+        enable_version_counter=False,
+    )
+
+
+class PtxCLI(LightningCLI):
+    """LightningCLI of the project (see the module docstring); ``args`` as LightningCLI's."""
+
+    def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
+        self.run_dir: Path | None = None
+        self.fresh = True
+        super().__init__(
+            SegmentationModule,
+            SegmentationDataModule,
+            subclass_mode_data=True,
+            save_config_kwargs={"overwrite": True},
+            auto_configure_optimizers=False,
+            seed_everything_default=0,
+            args=args,
+            run=run,
+        )
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_class_arguments(RunSettings, "run")
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(CHECKPOINT_DEFAULTS)
+
+    # ---- run directory ----------------------------------------------------------------------
+    def before_instantiate_classes(self) -> None:
+        command = self.subcommand or "instantiate"
+        cfg = self.config[command] if self.subcommand else self.config
+        data_class = import_object(cfg.data.class_path)
+        modality = getattr(data_class, "modality", "") or "runs"
+        # one source for values two parts need: the data's channels and size, the monitor
+        cfg.model.in_channels = cfg.data.init_args.in_channels
+        cfg.model.image_size = cfg.data.init_args.image_size
+        cfg.checkpoint.monitor = cfg.model.monitor
+        run = cfg.run
+        run.group = run.group or modality
+        run.name = run.name or run_name(
+            cfg.model.net, cfg.model.net_kwargs, cfg.model.loss, cfg.seed_everything
+        )
+        root = runs_root(run.runs_dir)
+        run.runs_dir = str(root)
+        self.run_dir = root / run.group / run.name
+        cfg.checkpoint.dirpath = str(self.run_dir / "checkpoints")
+        cfg.trainer.default_root_dir = str(self.run_dir)
+        self.modality = modality
+        if command == "fit":
+            wanted = cfg.ckpt_path
+            cfg.ckpt_path = resolve_checkpoint(self.run_dir, wanted, "fit")
+            self.fresh = cfg.ckpt_path is None
+            if rank_zero_only.rank == 0:  # other DDP ranks start after rank 0 prepared it
+                # asking for `last` where there is none means: start this run over
+                prepare_fit_dir(self.run_dir, not self.fresh, run.overwrite or wanted == "last")
+            if not self.fresh:
+                log.info("resuming %s from %s", run.name, cfg.ckpt_path)
+        elif command in ("validate", "test"):
+            cfg.ckpt_path = resolve_checkpoint(self.run_dir, cfg.ckpt_path or "best", command)
+            self.fresh = False
+            self._parse_ckpt_path()  # rebuild the network exactly as it was checkpointed
+            self.save_config_callback = None  # config.yaml stays the one of the fit
+
+    def instantiate_trainer(self, **kwargs):
+        trainer_cfg = self._get(self.config_init, "trainer")
+        run: RunSettings = self._get(self.config_init, "run")
+        seed = self._get(self.config_init, "seed_everything")
+        model_cfg = self._get(self.config, "model")
+        model_cfg = model_cfg.as_dict() if isinstance(model_cfg, Namespace) else dict(model_cfg)
+        info = run_info(
+            run.experiment, run.profile, run.group, run.name, self.modality, model_cfg, seed
+        )
+        model = self.model
+        callbacks = [
+            *(trainer_cfg.get("callbacks") or []),
+            FiniteLossGuard(),
+            RngState(),
+            RunRecord(
+                self.run_dir,
+                info,
+                resumed=not self.fresh,
+                complexity=lambda: network_complexity(model, model_cfg),
+            ),
+            WandbOverlays(run.overlays, seed),
+        ]
+        if trainer_cfg.get("enable_progress_bar") is not False:
+            callbacks.append(RichProgressBar())
+        logger = trainer_cfg.get("logger")
+        if logger is None or logger is True:
+            logger = create_wandb_logger(
+                self.run_dir,
+                project=f"ptx-{self.modality}",
+                group=run.group,
+                name=run.name,
+                tags=run_tags(info),
+                fresh=self.fresh,
+            )
+        trainer = super().instantiate_trainer(callbacks=callbacks, logger=logger, **kwargs)
+        # after the `checkpoint` one, which stays trainer.checkpoint_callback (the "best")
+        trainer.callbacks.append(last_checkpoint(str(self.run_dir / "checkpoints")))
+        return trainer
+
+    # ---- fit = train, then validate and test the best checkpoint ------------------------
+    def after_fit(self) -> None:
+        checkpoint = self.trainer.checkpoint_callback
+        best = "best" if checkpoint is not None and checkpoint.best_model_path else None
+        if best is None:  # e.g. validation switched off: nothing ranked the epochs
+            log.warning("no best checkpoint to test; testing the weights training ended with")
+        self.trainer.validate(self.model, datamodule=self.datamodule, ckpt_path=best)
+        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best)
+
+
+__all__ = ["PtxCLI", "SegmentationDataModule"]

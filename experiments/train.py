@@ -1,0 +1,162 @@
+"""``ptx fit|validate|test``: train, validate or test one experiment config.
+
+    ptx fit  --exp ct/efa_net [--profile paper|quick|auto] [--data DIR] [--seed S]
+             [--group G] [--name N] [--runs-dir D] [--overwrite] [--ckpt_path last]
+             [--KEY VALUE ...]
+    ptx test --exp ct/efa_net [same options as the fit] [--ckpt_path best|last|PATH]
+
+The options above are this wrapper's; every other ``--KEY VALUE`` goes to LightningCLI
+unchanged, e.g. ``--trainer.max_epochs 5``, ``--model.lr 3e-4``,
+``--model.net_kwargs.encoder_name resnet50``, ``--data.batch_size 4``,
+``--trainer.devices 2 --trainer.strategy ddp``. ``--print_config`` prints the resolved
+config and exits. See docs/training.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import warnings
+from pathlib import Path
+
+from datamodules.errors import DataError
+from experiments.profiles import choose_profile, experiment_layers, list_experiments
+from experiments.run_dir import RunDirError
+
+log = logging.getLogger("ptx")
+
+
+def build_parser(command: str) -> argparse.ArgumentParser:
+    """The wrapper's own options (everything else is passed on to LightningCLI)."""
+    parser = argparse.ArgumentParser(
+        prog=f"ptx {command}",
+        allow_abbrev=False,  # `--data.batch_size` must not be taken for `--data`
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=__doc__,
+    )
+    parser.add_argument("--exp", help="experiment config: ct/efa_net, xray/ms_scse_fc_densenet")
+    parser.add_argument(
+        "--profile",
+        choices=("paper", "quick", "auto"),
+        default="auto",
+        help="paper settings, a quick CPU-sized run, or auto (quick without data and GPU)",
+    )
+    parser.add_argument("--data", help="data folder (default: the generated phantom)")
+    parser.add_argument("--seed", type=int, help="training seed (default 0); in the run name")
+    parser.add_argument("--group", help="run group: folder under the runs root, W&B group")
+    parser.add_argument("--name", help="run name (default <model>-<variant>-s<seed>)")
+    parser.add_argument("--runs-dir", help="runs root (default $PTX_RUNS_DIR or ./runs)")
+    if command == "fit":
+        parser.add_argument(
+            "--overwrite", action="store_true", help="delete an earlier run of this name first"
+        )
+    return parser
+
+
+def lightning_args(command: str, argv: list[str], gpu: bool | None = None) -> list[str]:
+    """Translate ``ptx <command>`` arguments into LightningCLI arguments (without command).
+
+    Raises:
+        ValueError: no experiment given, or an unknown experiment/profile.
+    """
+    options, rest = build_parser(command).parse_known_args(argv)
+    args: list[str] = []
+    if options.exp:
+        if gpu is None:
+            import torch
+
+            gpu = torch.cuda.is_available()
+        profile, message = choose_profile(options.profile, options.data is not None, gpu)
+        if message:
+            log.info(message)
+        for layer in experiment_layers(options.exp, profile):
+            args += ["--config", str(layer)]
+        args += ["--run.experiment", options.exp.removesuffix(".yaml"), "--run.profile", profile]
+    elif not {"--config", "-c"} & {a.split("=")[0] for a in rest}:
+        raise ValueError(f"give --exp (one of: {', '.join(list_experiments())}) or --config FILE")
+    if options.data is not None:
+        args += ["--data.init_args.data_dir", str(Path(options.data).resolve())]
+    if options.seed is not None:
+        args += ["--seed_everything", str(options.seed)]
+    for flag, value in (
+        ("--run.group", options.group),
+        ("--run.name", options.name),
+        ("--run.runs_dir", options.runs_dir),
+    ):
+        if value is not None:
+            args += [flag, value]
+    if getattr(options, "overwrite", False):
+        args += ["--run.overwrite", "true"]
+    return args + rest
+
+
+def _configure_logging() -> None:
+    logger = logging.getLogger("ptx")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("[ptx] %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
+def run(command: str, argv: list[str], run_command: bool = True):
+    """Build the ``PtxCLI`` for ``ptx <command> argv``; runs it unless ``run_command`` is False.
+
+    With ``run_command=False`` the model, datamodule and trainer are built and nothing runs.
+    """
+    _configure_logging()
+    return _build(command, lightning_args(command, argv), run_command)
+
+
+def _build(command: str, args: list[str], run_command: bool = True):
+    from experiments.lightning_cli import PtxCLI
+
+    # `ptx` passes its own argv on purpose; Lightning's reminder about that is noise here
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+    failed = True
+    try:
+        cli = PtxCLI(args=[command, *args] if run_command else args, run=run_command)
+        failed = False
+    finally:
+        _finish_wandb(1 if failed else 0)
+    return cli
+
+
+def _finish_wandb(exit_code: int) -> None:
+    # close this command's W&B run, so the next command in the process starts its own
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and wandb.run is not None:
+        wandb.finish(exit_code=exit_code)
+
+
+def _main(command: str, argv: list[str]) -> int:
+    from lightning_modules.callbacks import NonFiniteLossError
+
+    _configure_logging()
+    try:
+        args = lightning_args(command, argv)
+    except ValueError as err:  # unknown experiment or profile, no --exp
+        print(f"ptx {command}: error: {err}", file=sys.stderr)
+        return 2
+    try:
+        _build(command, args)
+    except (RunDirError, DataError, NonFiniteLossError) as err:
+        print(f"ptx {command}: error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def fit_cli(argv: list[str]) -> int:
+    """``ptx fit``: train, then validate and test the best checkpoint; writes the run record."""
+    return _main("fit", argv)
+
+
+def validate_cli(argv: list[str]) -> int:
+    """``ptx validate``: validate a checkpoint of a run (``--ckpt_path best`` by default)."""
+    return _main("validate", argv)
+
+
+def test_cli(argv: list[str]) -> int:
+    """``ptx test``: test a checkpoint (``best``, ``last`` or a path; default ``best``)."""
+    return _main("test", argv)

@@ -1,0 +1,8 @@
+"""Lightning callbacks of a ``ptx`` run: its record on disk, W&B media, and safety guards."""
+
+from lightning_modules.callbacks.finite_loss import FiniteLossGuard, NonFiniteLossError
+from lightning_modules.callbacks.rng_state import RngState
+from lightning_modules.callbacks.run_record import RunRecord
+from lightning_modules.callbacks.wandb_media import WandbOverlays
+
+__all__ = ["FiniteLossGuard", "NonFiniteLossError", "RngState", "RunRecord", "WandbOverlays"]

@@ -1,0 +1,172 @@
+"""The on-disk record of a run, ``runs/<group>/<name>/`` (docs/design.md, "Run records").
+
+``split.json`` when training starts; ``metrics.json`` after every validation (status
+``running``), at the end of training (``fitted``) and after the test (``finished``), or
+``failed`` with the error; ``per_image.csv`` after the test. Only global rank 0 writes.
+A sweep reads nothing else, so every number it tabulates comes from here.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+
+log = logging.getLogger("ptx.run")
+
+
+def _clean(value):
+    """JSON-safe copy: NaN/inf become null (strict JSON readers reject NaN)."""
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_json(path: Path, payload: dict) -> None:
+    """Write ``payload`` atomically (a reader never sees half a file)."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(_clean(payload), indent=1, allow_nan=False) + "\n")
+    os.replace(tmp, path)
+
+
+def write_per_image(path: Path, rows: list[dict]) -> None:
+    """``per_image.csv``: one row per test image, columns as ``SegmentationMetrics.per_image``."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["id", "patient"])
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def describe_device(trainer: pl.Trainer) -> str:
+    """E.g. ``cpu x1`` or ``cuda NVIDIA H100 80GB HBM3 x2`` (devices x nodes)."""
+    device = trainer.strategy.root_device
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
+    count = trainer.num_devices * trainer.num_nodes
+    return " ".join(p for p in (device.type, name, f"x{count}") if p)
+
+
+class RunRecord(pl.Callback):
+    """Writes the run directory's ``split.json``, ``metrics.json`` and ``per_image.csv``.
+
+    Args:
+        run_dir: ``runs/<group>/<name>``.
+        info: identity of the run copied into ``metrics.json`` (``name``, ``group``,
+            ``experiment``, ``modality``, ``model``, ``variant``, ``encoder``, ``loss``,
+            ``seed``, ``profile``).
+        resumed: training continues an earlier process of this run: its wall time is added.
+        complexity: returns ``(params, gmacs)`` of the network; called once, on rank 0, when
+            the run starts (so building a trainer without running measures nothing).
+    """
+
+    def __init__(
+        self,
+        run_dir: str | Path,
+        info: dict,
+        resumed: bool = False,
+        complexity: Callable[[], tuple[int, float | None]] | None = None,
+    ) -> None:
+        self.run_dir = Path(run_dir)
+        self.info = dict(info)
+        self.resumed = resumed
+        self.complexity = complexity
+        self.record: dict | None = None
+        self._start = 0.0
+        self._earlier_wall_time = 0.0
+        self._times_fit = False
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.run_dir / "metrics.json"
+
+    def _load(self) -> dict:
+        try:
+            return json.loads(self.metrics_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return {}
+
+    def _write(self, trainer: pl.Trainer) -> None:
+        if trainer.is_global_zero:
+            if self._times_fit:
+                elapsed = time.perf_counter() - self._start
+                self.record["wall_time_s"] = round(self._earlier_wall_time + elapsed, 2)
+            write_json(self.metrics_path, self.record)
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self.record is None:  # first stage of this process (fit, or a lone test)
+            self._start = time.perf_counter()
+            self._times_fit = stage == "fit"
+            keep = stage != "fit" or self.resumed
+            self.record = self._load() if keep else {}
+            if self._times_fit and self.resumed:
+                self._earlier_wall_time = float(self.record.get("wall_time_s") or 0.0)
+            self.record.update(self.info)
+            if self.complexity is not None and trainer.is_global_zero:
+                self.record["params"], self.record["gmacs"] = self.complexity()
+            self.record.setdefault("status", "created")
+        self.record["device"] = describe_device(trainer)
+        self.record["precision"] = str(trainer.precision)
+        if trainer.is_global_zero:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            split = self.run_dir / "split.json"
+            if stage == "fit" or not split.exists():
+                trainer.datamodule.save_split(split)
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self.record["status"] = "running"
+        self._write(trainer)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking or "val" not in pl_module.results:
+            return
+        self.record["val"] = pl_module.results["val"]
+        if trainer.state.fn == "fit":
+            self.record["epochs"] = trainer.current_epoch + 1
+        else:  # validating a checkpoint (after fit: the best one)
+            self.record["val_checkpoint"] = Path(trainer.ckpt_path or "").name or None
+        self._write(trainer)
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        checkpoint = trainer.checkpoint_callback
+        if checkpoint is not None and checkpoint.best_model_score is not None:
+            self.record["monitor"] = checkpoint.monitor
+            self.record["best_score"] = float(checkpoint.best_model_score)
+        self.record["status"] = "fitted"
+        self._write(trainer)
+
+    def on_test_end(self, trainer, pl_module) -> None:
+        self.record["test"] = pl_module.results["test"]
+        self.record["test_checkpoint"] = Path(trainer.ckpt_path or "").name or None
+        self.record["status"] = "finished"
+        self._write(trainer)
+        if trainer.is_global_zero:
+            write_per_image(self.run_dir / "per_image.csv", pl_module.per_image["test"])
+            test = self.record["test"]
+            log.info(
+                "run record %s: test dice %.4f, dice_pos %.4f, dice_global %.4f (%d images)",
+                self.run_dir,
+                test["dice"],
+                test["dice_pos"],
+                test["dice_global"],
+                test["n_images"],
+            )
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        if self.record is None:
+            return
+        self.record["status"] = "failed"
+        self.record["error"] = f"{type(exception).__name__}: {exception}"
+        self._write(trainer)

@@ -1,0 +1,217 @@
+"""``SegmentationModule``: the one LightningModule that trains every network of both papers.
+
+The network and the loss are chosen by registry name (``create_model``, ``create_loss``), the
+optimiser and scheduler by name, so a paper comparison is a change of config values only.
+Train, validation and test share :meth:`SegmentationModule.model_step`; validation and test
+accumulate per-image confusion counts in a :class:`SegmentationMetrics` per stage (built in
+``setup`` from the datamodule's datasets) and log every set-level key as ``val/<key>`` and
+``test/<key>``. Prediction is the argmax over classes (class 1 = pneumothorax).
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import pytorch_lightning as pl
+import torch
+
+from lightning_modules.diagnosis import PAPER_MIN_AREA
+from lightning_modules.losses import create_loss
+from lightning_modules.metrics import SegmentationMetrics
+from lightning_modules.nets import create_model, model_entry
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULERS = ("none", "cosine", "step", "plateau")
+
+
+class SegmentationModule(pl.LightningModule):
+    """Segmentation network + loss + optimiser, with the papers' metrics per stage.
+
+    Args:
+        net, net_kwargs: registry name of the network and its keywords
+            (``encoder_name``, ``growth_rate``, ...).
+        loss, loss_kwargs: registry name of the loss (``ce``, ``wce``, ``swce``, ``dice``,
+            ``ce+dice``) and its keywords.
+        in_channels, classes: network input channels and output classes (PTX = class 1).
+        image_size: side of the input images; networks whose builder takes ``img_size``
+            (the TransUNets' position embeddings) are built for it unless ``net_kwargs``
+            names one. The CLI sets it (and ``in_channels``) from the datamodule.
+        optimizer: ``adam``, ``adamw`` or ``sgd``; ``lr``, ``weight_decay``, ``betas`` (Adam
+            family) and ``momentum`` (SGD) configure it. Adam's weight decay is the coupled L2
+            term of ``torch.optim.Adam``, as in the X-ray paper's PyTorch-style setting.
+        scheduler: ``none``, ``cosine``, ``step`` or ``plateau``; ``scheduler_kwargs`` go to
+            it (see ``lightning_modules.optim``). ``plateau`` follows ``monitor``.
+        monitor: the metric the best checkpoint, early stopping and ``plateau`` follow.
+        min_area: diagnosis area rule in pixels at the datamodule's ``native_size``.
+        val_hausdorff: also compute HD/HD95 at validation (CPU work each epoch); the test
+            stage always computes them.
+        channels_last: NHWC memory format for network and inputs (faster convolutions with
+            mixed precision on recent GPUs; the result is the same).
+    """
+
+    def __init__(
+        self,
+        net: str = "unet",
+        net_kwargs: dict | None = None,
+        loss: str = "ce",
+        loss_kwargs: dict | None = None,
+        in_channels: int = 1,
+        classes: int = 2,
+        image_size: int | None = None,
+        optimizer: str = "adam",
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        betas: tuple[float, float] = (0.9, 0.999),
+        momentum: float = 0.9,
+        scheduler: str = "none",
+        scheduler_kwargs: dict | None = None,
+        monitor: str = "val/dice",
+        min_area: float = PAPER_MIN_AREA,
+        val_hausdorff: bool = False,
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        for value, valid, what in (
+            (optimizer, OPTIMIZERS, "optimizer"),
+            (scheduler, SCHEDULERS, "scheduler"),
+        ):
+            if value not in valid:
+                raise ValueError(f"unknown {what} {value!r}; use one of {', '.join(valid)}")
+        net_kwargs = dict(net_kwargs or {})
+        if image_size and "img_size" in inspect.signature(model_entry(net).builder).parameters:
+            net_kwargs.setdefault("img_size", image_size)
+        self.net = create_model(net, in_channels=in_channels, classes=classes, **net_kwargs)
+        self.criterion = create_loss(loss, **(loss_kwargs or {}))
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        if channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        self.metrics: dict[str, SegmentationMetrics] = {}
+        self.results: dict[str, dict[str, float]] = {}  # last set-level metrics per stage
+        self.per_image: dict[str, list[dict]] = {}  # last per-image rows per stage (test)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """``B x in_channels x H x W`` images in [0, 1] -> ``B x classes x H x W`` logits."""
+        return self.net(images.contiguous(memory_format=self.memory_format))
+
+    def model_step(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Loss (scalar, float32) and predicted masks (``B x H x W`` int64, argmax) of a batch."""
+        logits = self(batch["image"])
+        loss = self.criterion(logits.float(), batch["mask"])  # fp32 loss under mixed precision
+        return loss, logits.argmax(1)
+
+    # ---- stages ---------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        """Build the metric objects of the stages about to run from the datamodule's datasets."""
+        wanted = {"fit": ("val",), "validate": ("val",), "test": ("test",)}.get(stage, ())
+        datamodule = getattr(self.trainer, "datamodule", None)
+        for name in wanted:
+            dataset = getattr(datamodule, f"{name}_dataset", None)
+            if dataset is None:
+                raise RuntimeError(
+                    f"SegmentationModule needs a SegmentationDataModule whose setup() provides "
+                    f"{name}_dataset (ids and patients for the metrics); got {datamodule!r}"
+                )
+            metric = SegmentationMetrics(
+                ids=dataset.ids,
+                patients=dataset.patients,
+                min_area=self.hparams.min_area,
+                reference_size=datamodule.native_size,
+                hausdorff=name == "test" or self.hparams.val_hausdorff,
+            )
+            # an attribute, so Lightning moves it to the device with the network
+            setattr(self, f"{name}_metrics", metric)
+            self.metrics[name] = metric
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss, _ = self.model_step(batch)
+        size = len(batch["image"])
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=size)
+        return loss
+
+    def _eval_step(self, stage: str, batch: dict) -> dict:
+        loss, pred = self.model_step(batch)
+        self.log(f"{stage}/loss", loss, on_epoch=True, sync_dist=True, batch_size=len(pred))
+        self.metrics[stage].update(pred, batch["mask"], batch["index"])
+        return {"pred": pred}  # the overlay callback picks its images from here
+
+    def validation_step(self, batch: dict, batch_idx: int) -> dict:
+        return self._eval_step("val", batch)
+
+    def test_step(self, batch: dict, batch_idx: int) -> dict:
+        return self._eval_step("test", batch)
+
+    def _epoch_end(self, stage: str) -> None:
+        metric = self.metrics[stage]
+        if self.trainer.sanity_checking:  # a few batches only: not worth a number
+            metric.reset()
+            return
+        results = metric.compute()  # collective under DDP: every rank gets the same values
+        self.results[stage] = results
+        if stage == "test":
+            self.per_image[stage] = metric.per_image()
+        logged = {f"{stage}/{k}": float(v) for k, v in results.items()}
+        shown = {k: logged.pop(k) for k in (f"{stage}/dice",) if k in logged}
+        # identical on every rank, so the mean across ranks changes nothing (and no warning)
+        self.log_dict(logged, sync_dist=True)
+        self.log_dict(shown, prog_bar=True, sync_dist=True)
+        metric.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._epoch_end("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._epoch_end("test")
+
+    # ---- optimisation ---------------------------------------------------------------------
+    def configure_optimizers(self):
+        h = self.hparams
+        optimizer = build_optimizer(
+            self.parameters(), h.optimizer, h.lr, h.weight_decay, h.betas, h.momentum
+        )
+        scheduler = build_scheduler(
+            optimizer, h.scheduler, h.scheduler_kwargs or {}, self.trainer.max_epochs
+        )
+        if scheduler is None:
+            return optimizer
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch", "monitor": h.monitor},
+        }
+
+
+def build_optimizer(params, name: str, lr: float, weight_decay: float, betas, momentum: float):
+    """``adam``, ``adamw`` or ``sgd`` over ``params``; unknown names list the valid ones."""
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {name!r}; use one of {', '.join(OPTIMIZERS)}")
+
+
+def build_scheduler(optimizer, name: str, kwargs: dict, max_epochs: int | None):
+    """The per-epoch learning-rate schedule ``name`` (None for ``none``).
+
+    ``cosine``: CosineAnnealingLR over ``t_max`` epochs (default: the run's max_epochs) down
+    to ``eta_min`` (0); ``step``: StepLR (``step_size`` 30, ``gamma`` 0.1); ``plateau``:
+    ReduceLROnPlateau on the monitored metric, higher is better (``factor`` 0.1,
+    ``patience`` 10).
+    """
+    kwargs = dict(kwargs)
+    sched = torch.optim.lr_scheduler
+    if name == "none":
+        return None
+    if name == "cosine":
+        t_max = kwargs.pop("t_max", None) or max_epochs
+        if not t_max or t_max < 1:
+            raise ValueError("scheduler 'cosine' needs scheduler_kwargs.t_max or max_epochs >= 1")
+        return sched.CosineAnnealingLR(optimizer, T_max=t_max, **kwargs)
+    if name == "step":
+        return sched.StepLR(optimizer, **{"step_size": 30, "gamma": 0.1, **kwargs})
+    if name == "plateau":
+        return sched.ReduceLROnPlateau(
+            optimizer, **{"mode": "max", "factor": 0.1, "patience": 10, **kwargs}
+        )
+    raise ValueError(f"unknown scheduler {name!r}; use one of {', '.join(SCHEDULERS)}")

@@ -1,0 +1,142 @@
+"""SegmentationModule and the run callbacks, on real networks and tensors (no training)."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+
+from lightning_modules import SegmentationModule
+from lightning_modules.callbacks import FiniteLossGuard, NonFiniteLossError, RngState
+from lightning_modules.callbacks.wandb_media import overlay_indices
+from lightning_modules.complexity import count_parameters
+from lightning_modules.module import build_scheduler
+
+UNET18 = {"net": "unet", "net_kwargs": {"encoder_name": "resnet18"}}
+
+
+def _batch(n=2, size=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.zeros(n, size, size, dtype=torch.int64)
+    mask[:, 10:30, 5:15] = 1
+    return {"image": torch.rand(n, 1, size, size, generator=g), "mask": mask}
+
+
+def test_model_step_is_cross_entropy_and_argmax():
+    torch.manual_seed(0)
+    module = SegmentationModule(**UNET18).eval()
+    batch = _batch()
+    loss, pred = module.model_step(batch)
+    logits = module(batch["image"])
+    assert logits.shape == (2, 2, 64, 64)
+    assert pred.shape == (2, 64, 64) and pred.dtype == torch.int64
+    assert torch.equal(pred, logits.argmax(1))
+    assert loss.item() == pytest.approx(F.cross_entropy(logits, batch["mask"]).item(), rel=1e-6)
+    assert module.hparams.net == "unet" and module.hparams.loss == "ce"
+
+
+def test_channels_last_gives_the_same_logits():
+    torch.manual_seed(0)
+    plain = SegmentationModule(**UNET18).eval()
+    fast = SegmentationModule(**UNET18, channels_last=True).eval()
+    fast.load_state_dict(plain.state_dict())
+    conv = fast.net.encoder.layer1[0].conv1.weight  # 64 x 64 x 3 x 3
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    image = _batch()["image"]
+    with torch.no_grad():
+        torch.testing.assert_close(fast(image), plain(image), rtol=1e-4, atol=1e-4)
+
+
+def test_image_size_builds_position_embeddings_for_it():
+    # transunet_lite's parameters depend on its token grid: 66,820,994 at 64 x 64
+    assert count_parameters(SegmentationModule(net="transunet_lite", image_size=64).net) == (
+        66_820_994
+    )
+    explicit = SegmentationModule(net="transunet_lite", net_kwargs={"img_size": 256}, image_size=64)
+    assert explicit.net.img_size == 256  # net_kwargs win over the data's size
+
+
+@pytest.mark.parametrize(
+    "name,cls", [("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW), ("sgd", torch.optim.SGD)]
+)
+def test_optimizers(name, cls):
+    module = SegmentationModule(
+        **UNET18, optimizer=name, lr=3e-4, weight_decay=1e-4, betas=(0.8, 0.99), momentum=0.5
+    )
+    module.trainer = pl.Trainer(max_epochs=5, logger=False, enable_checkpointing=False)
+    optimizer = module.configure_optimizers()
+    assert type(optimizer) is cls
+    group = optimizer.param_groups[0]
+    assert (group["lr"], group["weight_decay"]) == (3e-4, 1e-4)
+    assert group.get("betas", (0.8, 0.99)) == (0.8, 0.99)
+    assert group.get("momentum", 0.5) == 0.5
+    n_params = sum(p.numel() for g in optimizer.param_groups for p in g["params"])
+    assert n_params == count_parameters(module.net)
+
+
+def test_schedulers():
+    module = SegmentationModule(**UNET18, scheduler="plateau", monitor="val/dsc1")
+    module.trainer = pl.Trainer(max_epochs=5, logger=False, enable_checkpointing=False)
+    config = module.configure_optimizers()
+    plateau = config["lr_scheduler"]
+    assert plateau["monitor"] == "val/dsc1" and plateau["scheduler"].mode == "max"
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    cosine = build_scheduler(optimizer, "cosine", {}, max_epochs=80)
+    assert cosine.T_max == 80
+    for _ in range(40):
+        optimizer.step()
+        cosine.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.5)  # half way down the cosine
+    step = build_scheduler(optimizer, "step", {"step_size": 3}, max_epochs=80)
+    assert (step.step_size, step.gamma) == (3, 0.1)
+    assert build_scheduler(optimizer, "none", {}, 80) is None
+
+
+def test_unknown_optimizer_or_scheduler_names_the_valid_ones():
+    with pytest.raises(ValueError, match="adam, adamw, sgd"):
+        SegmentationModule(**UNET18, optimizer="lamb")
+    with pytest.raises(ValueError, match="none, cosine, step, plateau"):
+        SegmentationModule(**UNET18, scheduler="onecycle")
+
+
+def test_finite_loss_guard_stops_with_a_clear_message():
+    trainer = pl.Trainer(logger=False, enable_checkpointing=False, max_epochs=1)
+    guard = FiniteLossGuard()
+    guard.on_train_batch_start(trainer, None, {"id": ["p1-z0003", "p1-z0004"]}, 7)
+    guard.on_before_backward(trainer, None, torch.tensor(0.25))  # finite: nothing happens
+    with pytest.raises(NonFiniteLossError) as info:
+        guard.on_before_backward(trainer, None, torch.tensor(float("nan")))
+    message = str(info.value)
+    assert "epoch 0, global step 0, batch 7" in message and "p1-z0003, p1-z0004" in message
+    assert "--model.lr" in message
+
+
+def test_rng_state_round_trips_through_a_weights_only_checkpoint(tmp_path):
+    torch.manual_seed(1)
+    np.random.seed(1)  # noqa: NPY002 - the global state RngState saves
+    random.seed(1)
+    state = RngState().state_dict()
+    expected = (torch.rand(3), np.random.rand(3), random.random())  # noqa: NPY002
+    torch.save({"callbacks": {"RngState": state}}, tmp_path / "rng.ckpt")
+    loaded = torch.load(tmp_path / "rng.ckpt", weights_only=True)["callbacks"]["RngState"]
+    torch.rand(5), np.random.rand(5), random.random()  # noqa: NPY002 - move every RNG on
+    RngState().load_state_dict(loaded)
+    again = (torch.rand(3), np.random.rand(3), random.random())  # noqa: NPY002
+    assert torch.equal(expected[0], again[0])
+    assert np.array_equal(expected[1], again[1]) and expected[2] == again[2]
+
+
+def test_overlay_images_are_fixed_by_seed_positives_first():
+    positive = np.array([0, 1, 0, 1, 1, 0, 0, 0, 1, 0], dtype=bool)
+    chosen = overlay_indices(positive, 6, seed=3)
+    assert chosen == overlay_indices(positive, 6, seed=3)
+    assert sorted(chosen[:4]) == [1, 3, 4, 8] and not positive[chosen[4:]].any()
+    assert len(set(chosen)) == 6
+    assert overlay_indices(positive, 6, seed=4) != chosen
+    assert (
+        overlay_indices(positive, 20, seed=0) != [] and len(overlay_indices(positive, 20, 0)) == 10
+    )
