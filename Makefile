@@ -53,3 +53,25 @@ bench: bench-data
 train: install  ## train one experiment config, then test it; the run record goes to runs/
 	$(PTX) fit --exp $(or $(EXP),$(error give EXP=ct/efa_net or another experiments/configs entry)) \
 		--profile $(or $(PROFILE),auto) $(if $(DATA),--data $(DATA)) $(if $(SEED),--seed $(SEED)) $(ARGS)
+
+# ---- sweeps: the papers' tables ---------------------------------------------------------
+# make ablation-encoders [DATA=/path] [PROFILE=auto|quick|paper] [SEEDS=0,1,2] [FORCE=1]
+#                        [GROUP=name] [ARGS='-- --trainer.devices 2']
+# Finished runs are skipped (a killed sweep resumes), FORCE=1 reruns them; the table and
+# figures go to results/<group>/ (make report SWEEP=name rebuilds them from the runs).
+SWEEPS := ablation-encoders ablation-efa compare-ct sweep-growth-rate ablation-loss compare-xray
+SWEEP_FLAGS = $(if $(DATA),--data $(DATA)) --profile $(or $(PROFILE),auto) \
+	$(if $(SEEDS),--seeds $(SEEDS)) $(if $(filter 1 yes true,$(FORCE)),--force) \
+	$(if $(GROUP),--group $(GROUP))
+
+.PHONY: $(SWEEPS) sweeps report wandb-mirrors
+$(SWEEPS): install  ## run one paper table's grid, then write its report
+	$(PTX) sweep $@ $(SWEEP_FLAGS) $(ARGS)
+
+sweeps: $(SWEEPS)  ## every table of both papers, one after another
+
+report: install  ## make report SWEEP=ablation-encoders [GROUP=name]: table + figures from runs
+	$(PTX) report $(or $(SWEEP),$(error give SWEEP=one of: $(SWEEPS))) $(if $(GROUP),--group $(GROUP))
+
+wandb-mirrors: install  ## regenerate ablations/wandb/*.yaml from ablations/sweeps/*.yaml
+	$(PY) -m ablations.wandb_mirror

@@ -29,7 +29,13 @@ from experiments.run_dir import (
 )
 from experiments.run_info import network_complexity, run_info, run_tags
 from experiments.wandb_setup import create_wandb_logger
-from lightning_modules.callbacks import FiniteLossGuard, RngState, RunRecord, WandbOverlays
+from lightning_modules.callbacks import (
+    FiniteLossGuard,
+    RngState,
+    RunRecord,
+    TestPredictions,
+    WandbOverlays,
+)
 from lightning_modules.module import SegmentationModule
 
 log = logging.getLogger("ptx.run")
@@ -140,6 +146,7 @@ class PtxCLI(LightningCLI):
                 complexity=lambda: network_complexity(model, model_cfg),
             ),
             WandbOverlays(run.overlays, seed),
+            TestPredictions(self.run_dir, run.overlays),
         ]
         if trainer_cfg.get("enable_progress_bar") is not False:
             callbacks.append(RichProgressBar())

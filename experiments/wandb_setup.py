@@ -54,6 +54,12 @@ def run_id(run_dir: Path, fresh: bool) -> str:
     path = run_dir / "wandb" / ID_FILE
     if not fresh and path.is_file():
         return path.read_text().strip()
+    if fresh and os.environ.get("WANDB_SWEEP_ID") and os.environ.get("WANDB_RUN_ID"):
+        # started by a `wandb agent` (ablations/wandb/*.yaml): the agent chose the run id
+        value = os.environ["WANDB_RUN_ID"]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(value + "\n")
+        return value
     if rank_zero_only.rank != 0:  # other ranks never start W&B; only rank 0 owns the id
         return generate_id()
     path.parent.mkdir(parents=True, exist_ok=True)

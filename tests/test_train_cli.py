@@ -116,6 +116,22 @@ def test_fit_writes_the_complete_run_record(ct_run):
     split = json.loads((ct_run / "split.json").read_text())
     assert {r["patient"] for r in rows} == set(split["test"])
     assert {"dice", "dsc1", "dice_pos", "dice_global", "diag_acc"} <= set(record["val"])
+    # one history row per epoch: that epoch's mean training loss and validation metrics
+    history = record["history"]
+    assert [row["epoch"] for row in history] == [1, 2]
+    assert history[1]["step"] == 2 * history[0]["step"] > 0  # optimizer steps so far
+    assert all(np.isfinite(row["train/loss"]) and "val/dice_global" in row for row in history)
+    assert not any(key.endswith(("_step", "_sd")) for row in history for key in row)
+    # the fixed test images of the report's overlay grid, positives first
+    saved = np.load(ct_run / "predictions.npz")
+    ids = saved["ids"].tolist()
+    assert len(ids) == min(8, test["n_images"]) and set(ids) <= {r["id"] for r in rows}
+    assert saved["image"].shape == saved["true"].shape == saved["pred"].shape == (len(ids), 64, 64)
+    by_id = {r["id"]: r for r in rows}
+    assert [int(m.sum()) for m in saved["true"]] == [int(by_id[i]["true_area"]) for i in ids]
+    assert [int(m.sum()) for m in saved["pred"]] == [int(by_id[i]["pred_area"]) for i in ids]
+    # chosen positives first (stored in dataset order)
+    assert sum(int(by_id[i]["true_area"]) > 0 for i in ids) == min(8, test["n_positive"])
 
 
 @pytest.mark.slow
@@ -123,7 +139,7 @@ def test_quick_ct_fit_learns_more_than_an_empty_prediction_scores(tmp_path):
     assert fit_cli([*CT, "--runs-dir", str(tmp_path)]) == 0
     run_dir = tmp_path / "ct" / "unet-resnet34-ce-s0"
     record = json.loads((run_dir / "metrics.json").read_text())
-    assert record["status"] == "finished" and record["epochs"] == 10
+    assert record["status"] == "finished" and record["epochs"] == 8  # ct/_quick.yaml
     assert_learned(record["test"], _read_csv(run_dir / "per_image.csv"), margin=0.15)
 
 

@@ -1,7 +1,9 @@
 """The on-disk record of a run, ``runs/<group>/<name>/`` (docs/design.md, "Run records").
 
 ``split.json`` when training starts; ``metrics.json`` after every validation (status
-``running``), at the end of training (``fitted``) and after the test (``finished``), or
+``running``; its ``history`` gains one row per training epoch: the epoch's mean training
+loss and the validation metrics, for the training curves of a sweep report), at the end of
+training (``fitted``) and after the test (``finished``), or
 ``failed`` with the error; ``per_image.csv`` after the test. Only global rank 0 writes.
 A sweep reads nothing else, so every number it tabulates comes from here.
 """
@@ -137,6 +139,20 @@ class RunRecord(pl.Callback):
             self.record["epochs"] = trainer.current_epoch + 1
         else:  # validating a checkpoint (after fit: the best one)
             self.record["val_checkpoint"] = Path(trainer.ckpt_path or "").name or None
+        self._write(trainer)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        # validation of this epoch (if any) ran before this hook; the epoch's mean training
+        # loss is complete here
+        row = {"epoch": trainer.current_epoch + 1, "step": trainer.global_step}
+        for key, value in trainer.callback_metrics.items():
+            # per-epoch means only (no per-step values, no spreads): the curves of a report
+            if key.endswith(("_step", "_sd")) or not key.startswith(("train/", "val/")):
+                continue
+            if isinstance(value, torch.Tensor) and value.numel() == 1:
+                row[key.removesuffix("_epoch")] = float(value)
+        history = [r for r in self.record.get("history", []) if r.get("epoch", 0) < row["epoch"]]
+        self.record["history"] = [*history, row]
         self._write(trainer)
 
     def on_fit_end(self, trainer, pl_module) -> None:

@@ -1,0 +1,134 @@
+"""What a sweep has left to do: each (cell, seed) is done, to resume, or to start.
+
+A cell's run is ``<runs root>/<group>/<id>-s<seed>/`` (``ablations.sweeps.Cell.run_name``).
+Its ``metrics.json`` status says where it stands: ``finished`` (tested: skip it), else a
+``checkpoints/last.ckpt`` to resume from, else nothing usable (start over). A finished run
+of another configuration (another experiment, profile or data folder) is never silently
+taken for this sweep's cell: planning stops and says how to keep both.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from ablations.sweeps import Cell, Sweep, SweepError
+
+DONE, RESUME, START = "done", "resume", "start"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One (cell, seed) of a sweep and what to do about it."""
+
+    cell: Cell
+    seed: int
+    run_dir: Path
+    action: str  # DONE, RESUME or START
+
+    @property
+    def name(self) -> str:
+        return self.cell.run_name(self.seed)
+
+
+def read_status(run_dir: Path) -> dict:
+    """``metrics.json`` of a run (empty when absent or unreadable: a run that never started)."""
+    try:
+        return json.loads((run_dir / "metrics.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _data_dir(run_dir: Path) -> str | None:
+    try:
+        config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+        return ((config.get("data") or {}).get("init_args") or {}).get("data_dir")
+    except (OSError, yaml.YAMLError):
+        return None
+
+
+def check_identity(job: Job, record: dict, profile: str, data_dir: str | None) -> None:
+    """Refuse a finished run that is not this cell's configuration (see module docstring)."""
+    found = {
+        "experiment": record.get("experiment"),
+        "profile": record.get("profile"),
+        "data": _data_dir(job.run_dir),
+    }
+    wanted = {"experiment": job.cell.exp, "profile": profile, "data": data_dir}
+    differ = [
+        f"{k} {found[k]!r} (this sweep: {wanted[k]!r})" for k in wanted if found[k] != wanted[k]
+    ]
+    if differ:
+        raise SweepError(
+            f"{job.run_dir} holds a finished run of another configuration: {'; '.join(differ)}. "
+            "Give this sweep its own --group (make ... GROUP=name), or --force (FORCE=1) to "
+            "replace the earlier runs"
+        )
+
+
+def plan(
+    sweep: Sweep,
+    runs_root: Path,
+    seeds: list[int],
+    profile: str,
+    data_dir: str | None,
+    group: str | None = None,
+    force: bool = False,
+    only: list[str] | None = None,
+) -> list[Job]:
+    """The jobs of a sweep, seed-major (every cell once before any cell's second seed).
+
+    Raises:
+        SweepError: ``only`` names an unknown cell, or a finished run does not match.
+    """
+    cells = [sweep.cell(c) for c in only] if only else list(sweep.cells)
+    jobs = []
+    for seed in seeds:
+        for cell in cells:
+            run_dir = runs_root / (group or sweep.group) / cell.run_name(seed)
+            record = read_status(run_dir)
+            if record.get("status") == "finished" and not force:
+                job = Job(cell, seed, run_dir, DONE)
+                check_identity(job, record, profile, data_dir)
+            elif (run_dir / "checkpoints" / "last.ckpt").is_file() and not force:
+                job = Job(cell, seed, run_dir, RESUME)
+            else:
+                job = Job(cell, seed, run_dir, START)
+            jobs.append(job)
+    return jobs
+
+
+def fit_args(
+    sweep: Sweep,
+    job: Job,
+    profile: str,
+    data_dir: str | None,
+    runs_root: Path,
+    group: str | None = None,
+    extra: list[str] | None = None,
+) -> list[str]:
+    """``ptx fit`` arguments of a job: the cell's experiment and overrides, its run name in
+    the sweep's group, and ``--ckpt_path last`` to resume or ``--overwrite`` to start over."""
+    args = ["--exp", job.cell.exp, "--profile", profile, "--seed", str(job.seed)]
+    args += ["--group", group or sweep.group, "--name", job.name, "--runs-dir", str(runs_root)]
+    if data_dir is not None:
+        args += ["--data", data_dir]
+    for key, value in sweep.overrides_for(job.cell, profile).items():
+        args += [f"--{key}", _cli_value(value)]
+    args += ["--ckpt_path", "last"] if job.action == RESUME else ["--overwrite"]
+    return args + list(extra or [])
+
+
+def _cli_value(value) -> str:
+    """A YAML value as LightningCLI reads it on the command line (flow style for lists/dicts)."""
+    if isinstance(value, str):
+        return value
+    return (
+        yaml.safe_dump(value, default_flow_style=True, width=10_000)
+        .strip()
+        .removesuffix("...")
+        .strip()
+    )

@@ -1,0 +1,289 @@
+"""``ptx report NAME``: a sweep's table, figures and W&B summary run, from its run records.
+
+    ptx report compare-ct [--group G] [--runs-dir D] [--out results] [--seeds 0,1] [--no-wandb]
+
+Writes ``<out>/<group>/``: ``table.md`` (the table with its footnotes), ``table.csv`` (one
+row per cell, every number unrounded), ``table.json`` (the same with the sweep's metadata),
+``dice_histogram.png``, ``overlays.png``, ``training_curves.png``; prints the Markdown table.
+The runner calls ``write_report`` at the end of a sweep. W&B never fails a report: a failed
+start or upload is a warning.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import math
+import sys
+from pathlib import Path
+
+from ablations import figures, stats
+from ablations.records import load_sweep_runs
+from ablations.sweeps import COLUMN_SOURCES, Column, Sweep, SweepError, load_sweep
+from ablations.table import Table, build_table, plain, write_csv, write_json
+
+log = logging.getLogger("ptx.report")
+
+FIGURES = {
+    "dice_histogram": figures.dice_histogram,
+    "overlays": figures.overlay_grid,
+    "training_curves": figures.training_curves,
+}
+
+
+def _decimals(values: list[float]) -> int:
+    """Decimals of a column from its largest |value|: 0 from 1000, 2 from 1.5, else 3."""
+    finite = [abs(v) for v in values if v is not None and math.isfinite(v)]
+    top = max(finite, default=0.0)
+    return 0 if top >= 1000 else 2 if top >= 1.5 else 3
+
+
+def _num(value: float, decimals: int) -> str:
+    return f"{value:.{decimals}f}" if value is not None and math.isfinite(value) else "–"
+
+
+def _paper(value: float) -> str:
+    """A published number as printed (0.84, 99.77, 7764098)."""
+    if not math.isfinite(value):
+        return ""
+    return str(int(value)) if value == int(value) else f"{value:g}"
+
+
+def _header(table: Table) -> list[tuple[str, str, Column]]:
+    """(heading, kind, column) for each shown column; kind: ours, ci or paper."""
+    out = []
+    for column in table.sweep.columns:
+        out.append((column.label, "ours", column))
+        if column.source == "image":
+            out.append((f"{column.label} 95% CI", "ci", column))
+        if any(column.key in cell.paper for cell in table.sweep.cells):
+            out.append((f"{column.label} paper", "paper", column))
+    return out
+
+
+def _cell_text(row: dict, kind: str, column: Column, decimals: int, seeds: bool) -> str:
+    k = column.key
+    if kind == "paper":
+        return _paper(row[f"{k}_paper"])
+    if not row["seeds"]:
+        return "–"
+    if kind == "ci":
+        return f"[{_num(row[f'{k}_ci_low'], decimals)}, {_num(row[f'{k}_ci_high'], decimals)}]"
+    text = _num(row[k], decimals)
+    if column.source == "image":
+        text += f" ({_num(row[f'{k}_sd'], decimals)})"
+    spread = row.get(f"{k}_seed_sd", float("nan"))
+    if seeds and math.isfinite(spread):
+        text += f" ±{_num(spread, decimals)}"
+    return text + row.get(f"{k}_sig", "")
+
+
+def _footnotes(table: Table, notes: list[str]) -> list[str]:
+    sweep, rows = table.sweep, table.rows
+    labels = {row["cell"]: row["label"] for row in rows}
+    by_source = {s: [c.label for c in sweep.columns if c.source == s] for s in COLUMN_SOURCES}
+    several = any(len(row["seeds"].split()) > 1 for row in rows)
+    refs = sorted({row["reference"] for row in rows})
+    out = [
+        f"Runs: profile {', '.join(table.profiles) or 'none finished'}; data "
+        f"{', '.join(table.data) or '–'}; seeds {', '.join(map(str, table.seeds))}. A cell "
+        "without a finished run keeps its row with its status (not run, unfinished, failed, "
+        "malformed)."
+    ]
+    if by_source["image"]:
+        seeds = "; values are averaged over a cell's seeds image by image first; ± is the sd of "
+        out.append(
+            f"{', '.join(by_source['image'])}: mean (sd) over the test images of per-image "
+            f"values (undefined ones left out){seeds + 'the seed means' if several else ''}."
+        )
+        out.append(stats.test_note(", ".join(labels.get(r, r) for r in refs)))
+        out.append(stats.ci_note(table.n_resamples, table.bootstrap_seed))
+    if by_source["set"]:
+        out.append(
+            f"{', '.join(by_source['set'])}: set-level values from each run's metrics.json "
+            f"test section, mean over seeds{' (± sd over seeds)' if several else ''}."
+        )
+    if by_source["run"]:
+        out.append(f"{', '.join(by_source['run'])}: of the network as built (metrics.json).")
+    if any(cell.paper for cell in sweep.cells):
+        out.append(
+            "paper: the published number (the paper's own data; for orientation, "
+            "not a like-for-like comparison)."
+        )
+    return out + table.notes + notes
+
+
+def render_markdown(table: Table, notes: list[str] = ()) -> str:
+    """``table.md``: title, provenance, the table (one row per cell), numbered footnotes.
+
+    Shows labels, numbers and statuses only: never an image id or patient key.
+    """
+    sweep = table.sweep
+    header = _header(table)
+    decimals = {  # the published numbers count too: a column of zeros stays "0.00" beside 73.66
+        c.key: _decimals([v for r in table.rows for v in (r[c.key], r[f"{c.key}_paper"])])
+        for c in sweep.columns
+    }
+    several = any(len(row["seeds"].split()) > 1 for row in table.rows)
+    lines = [f"# {sweep.title}", ""]
+    lines.append(f"Sweep `{sweep.name}`, run group `{sweep.group}`, paper {sweep.paper}.")
+    if "quick" in table.profiles:
+        lines += [
+            "",
+            "> **Profile quick:** these numbers are a pipeline check"
+            + (" on the phantom" if table.data == ["phantom"] else "")
+            + " (few epochs, small images), not the paper's experiment.",
+        ]
+    lines += ["", "| Method | Runs | " + " | ".join(h for h, _, _ in header) + " |"]
+    lines.append("|---|---|" + "---:|" * len(header))
+    references = {row["reference"] for row in table.rows}
+    for row in table.rows:
+        label = row["label"] + (" (ref.)" if row["cell"] in references else "")
+        cells = [_cell_text(row, kind, c, decimals[c.key], several) for _, kind, c in header]
+        lines.append(f"| {label} | {row['runs']} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines += [f"{i}. {note}" for i, note in enumerate(_footnotes(table, list(notes)), start=1)]
+    return "\n".join(lines) + "\n"
+
+
+def log_to_wandb(table: Table, folder: Path, pictures: dict[str, Path]) -> str | None:
+    """A W&B summary run of the sweep's group: the table and the figures.
+
+    Project ``ptx-<modality>``, group the sweep's, job type ``report``, name
+    ``<sweep>-report``, files under ``folder/wandb``. The mode is
+    ``experiments.wandb_setup.wandb_mode`` (online with a key, else offline; ``disabled`` via
+    ``$WANDB_MODE``); a failed online start retries offline. Returns a note when W&B failed.
+    """
+    from experiments.wandb_setup import wandb_mode
+
+    mode, why = wandb_mode()
+    if mode == "disabled":
+        log.info("W&B disabled (%s): no summary run", why)
+        return None
+    try:
+        import wandb
+
+        sweep = table.sweep
+        for attempt in [mode] + (["offline"] if mode == "online" else []):
+            try:
+                run = wandb.init(
+                    project=f"ptx-{sweep.modality}",
+                    group=sweep.group,
+                    job_type="report",
+                    name=f"{sweep.name}-report",
+                    dir=str(folder),  # W&B adds wandb/: <out>/<group>/wandb/offline-run-*
+                    mode=attempt,
+                    reinit="create_new",  # a sweep process may still hold a training run
+                    config={"sweep": sweep.name, "seeds": table.seeds, "profiles": table.profiles},
+                    settings=wandb.Settings(console="off", init_timeout=60),
+                )
+                break
+            except Exception as err:  # no network or a bad key: offline is still worth having
+                if attempt == "offline":
+                    raise
+                log.warning("W&B online start failed (%s); logging the report offline", err)
+        rows = [[plain(row[k]) for k in table.columns] for row in table.rows]
+        logged = {"table": wandb.Table(columns=table.columns, data=rows)}
+        logged.update({name: wandb.Image(str(path)) for name, path in pictures.items()})
+        run.log(logged)
+        run.finish()
+        log.info("W&B %s summary run %s-report (%s)", attempt, sweep.name, why)
+        return None
+    except Exception as err:  # W&B must never cost the user the report itself
+        log.warning("W&B summary run failed (%s); the report files are complete", err)
+        return f"W&B summary run failed: {type(err).__name__}"
+
+
+def build_report(
+    sweep: Sweep | str,
+    runs_dir: str | Path | None = None,
+    out_dir: str | Path = "results",
+    wandb: bool = True,
+    seeds: list[int] | None = None,
+    n_resamples: int = stats.N_RESAMPLES,
+) -> tuple[Path, Table, str]:
+    """Write and print the report; return ``(folder, table, markdown)``. See ``write_report``."""
+    from experiments.run_dir import runs_root
+
+    sweep = load_sweep(sweep) if isinstance(sweep, str) else sweep
+    root = runs_root(str(runs_dir) if runs_dir else None)
+    cells = load_sweep_runs(sweep, root, seeds)
+    table = build_table(sweep, cells, n_resamples=n_resamples)
+    folder = Path(out_dir).resolve() / sweep.group
+    folder.mkdir(parents=True, exist_ok=True)
+    notes, pictures = [], {}
+    for name, draw in FIGURES.items():
+        path = folder / f"{name}.png"
+        path.unlink(missing_ok=True)  # a figure left from an earlier report would mislead
+        try:
+            notes += draw(cells, path)
+        except Exception as err:  # a figure is a view of the table, never a reason to lose it
+            log.warning("figure %s failed: %s", name, err)
+            notes.append(f"figure {name} failed: {type(err).__name__}")
+        if path.is_file():
+            pictures[name] = path
+    if wandb:
+        note = log_to_wandb(table, folder, pictures)
+        notes += [note] if note else []
+    markdown = render_markdown(table, notes)
+    (folder / "table.md").write_text(markdown)
+    write_csv(table, folder / "table.csv")
+    write_json(table, notes, folder / "table.json")
+    print(f"{markdown}\nreport written to {folder}/ (table.md, table.csv, table.json, figures)")
+    return folder, table, markdown
+
+
+def write_report(
+    sweep: Sweep | str,
+    runs_dir: str | Path | None = None,
+    out_dir: str | Path = "results",
+    wandb: bool = True,
+    seeds: list[int] | None = None,
+) -> Path:
+    """Rebuild the sweep's table and figures from its run records, print the table, log the
+    W&B summary run (when ``wandb``); return the report folder ``<out_dir>/<group>``.
+
+    ``sweep``: a ``Sweep`` or a sweep name/path. ``runs_dir``: the runs root (default
+    ``$PTX_RUNS_DIR``, else ``./runs``); runs are read from ``<group>/<cell>-s<seed>/`` there.
+    ``seeds``: the seeds the sweep ran (default: every seed on disk); a missing one is "not run".
+    """
+    return build_report(sweep, runs_dir, out_dir, wandb, seeds)[0]
+
+
+def cli(argv: list[str] | None = None) -> int:
+    """``ptx report``; 0 when written, 1 when no cell has a finished run, 2 on bad arguments."""
+    parser = argparse.ArgumentParser(
+        prog="ptx report", description="rebuild a sweep's table, figures and W&B summary run"
+    )
+    parser.add_argument("sweep", help="sweep name (ablations/sweeps/NAME.yaml) or a YAML path")
+    parser.add_argument("--group", help="run group to read (default: the sweep's)")
+    parser.add_argument("--runs-dir", help="runs root (default $PTX_RUNS_DIR, else ./runs)")
+    parser.add_argument("--out", default="results", help="report root (default: results)")
+    parser.add_argument("--seeds", help="comma-separated seeds (default: those found)")
+    parser.add_argument("--resamples", type=int, default=stats.N_RESAMPLES, help="bootstrap size")
+    parser.add_argument("--no-wandb", action="store_true", help="no W&B summary run")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        sweep = load_sweep(args.sweep)
+        seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
+    except (SweepError, ValueError) as err:
+        print(f"ptx report: {err}", file=sys.stderr)
+        return 2
+    if args.group:
+        sweep = dataclasses.replace(sweep, group=args.group)
+    from experiments.run_dir import runs_root
+
+    _, table, _ = build_report(
+        sweep, args.runs_dir, args.out, not args.no_wandb, seeds, args.resamples
+    )
+    if not any(row["seeds"] for row in table.rows):
+        print(
+            f"ptx report: no finished run of sweep {sweep.name} under "
+            f"{runs_root(args.runs_dir) / sweep.group}; run `ptx sweep "
+            f"{sweep.name}` first or pass --runs-dir/--group",
+            file=sys.stderr,
+        )
+        return 1
+    return 0

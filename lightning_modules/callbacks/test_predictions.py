@@ -1,0 +1,70 @@
+"""``predictions.npz`` of a run: a fixed set of test images with ground truth and prediction.
+
+The set depends on the test data only (drawn with a fixed seed, images with pneumothorax
+first), never on the run's training seed, so every run of a sweep on the same data saves the
+same images: the sweep report's overlay grid (Fig. 5 of both papers) puts them side by side.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+
+from lightning_modules.callbacks.wandb_media import _gather, overlay_indices
+
+SELECTION_SEED = 0  # the same images in every run on the same test set
+
+
+class TestPredictions(pl.Callback):
+    """Save ``n_images`` test images, their masks and the predicted masks after the test.
+
+    ``predictions.npz`` holds ``ids`` (str, N), ``image`` (uint8, N x H x W, first channel
+    scaled to 0..255), ``true`` and ``pred`` (uint8 {0, 1}, N x H x W), ordered by dataset
+    index.
+
+    Args:
+        run_dir: the run directory.
+        n_images: how many test images to keep (positives first).
+    """
+
+    __test__ = False  # a Lightning callback, not a pytest class
+
+    def __init__(self, run_dir: str | Path, n_images: int = 8) -> None:
+        self.path = Path(run_dir) / "predictions.npz"
+        self.n_images = n_images
+        self.chosen: set[int] = set()
+        self.items: list = []
+
+    def on_test_start(self, trainer, pl_module) -> None:
+        dataset = trainer.datamodule.test_dataset
+        self.chosen = set(overlay_indices(dataset.positive, self.n_images, SELECTION_SEED))
+        self.items = []
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        index = torch.as_tensor(batch["index"]).tolist()
+        for row, item in enumerate(index):
+            if item in self.chosen:
+                image = batch["image"][row, 0].float().clamp(0, 1).mul(255).byte().cpu().numpy()
+                true = batch["mask"][row].byte().cpu().numpy()
+                pred = outputs["pred"][row].byte().cpu().numpy()
+                self.items.append((item, batch["id"][row], image, true, pred))
+
+    def on_test_end(self, trainer, pl_module) -> None:
+        items = sorted({i[0]: i for i in _gather(self.items, trainer)}.values())
+        self.items = []
+        if not trainer.is_global_zero or not items:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".predictions.tmp{os.getpid()}.npz")
+        np.savez_compressed(
+            tmp,
+            ids=np.array([i[1] for i in items]),
+            image=np.stack([i[2] for i in items]),
+            true=np.stack([i[3] for i in items]),
+            pred=np.stack([i[4] for i in items]),
+        )
+        os.replace(tmp, self.path)
