@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import yaml
 from jsonargparse import Namespace
 from jsonargparse.typing import import_object
 from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
@@ -53,6 +54,24 @@ CHECKPOINT_DEFAULTS = {  # the `checkpoint` section: best.ckpt by the monitored 
     # a run directory holds one run (prepare_fit_dir), so files are overwritten in place
     "checkpoint.enable_version_counter": False,
 }
+
+
+def typed_values(kwargs: dict | None) -> dict | None:
+    """``--model.net_kwargs.growth_rate 4`` arrives as the string ``"4"`` (a free-form dict
+    has no types to parse into): read each string value as YAML when that gives a number,
+    a boolean or null, so the network gets ``4``; names stay strings."""
+    if not kwargs:
+        return kwargs
+    typed = dict(kwargs)
+    for key, value in typed.items():
+        if isinstance(value, str):
+            try:
+                parsed = yaml.safe_load(value)
+            except yaml.YAMLError:
+                continue
+            if parsed is None or isinstance(parsed, (bool, int, float)):
+                typed[key] = parsed
+    return typed
 
 
 def last_checkpoint(dirpath: str) -> ModelCheckpoint:
@@ -96,6 +115,7 @@ class PtxCLI(LightningCLI):
         data_class = import_object(cfg.data.class_path)
         modality = getattr(data_class, "modality", "") or "runs"
         # one source for values two parts need: the data's channels and size, the monitor
+        cfg.model.net_kwargs = typed_values(cfg.model.net_kwargs)
         cfg.model.in_channels = cfg.data.init_args.in_channels
         cfg.model.image_size = cfg.data.init_args.image_size
         cfg.checkpoint.monitor = cfg.model.monitor

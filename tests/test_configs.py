@@ -159,3 +159,17 @@ def test_wandb_mode_without_and_with_a_key(tmp_path):
     netrc.write_text("machine api.wandb.ai\n  login user\n  password " + "y" * 40 + "\n")
     assert has_api_key({**home, "NETRC": str(netrc)})
     assert not has_api_key({**home, "NETRC": str(netrc), "WANDB_BASE_URL": "https://wb.lan"})
+
+
+def test_network_keywords_from_the_command_line_get_their_types(tmp_path):
+    """Sweeps pass `--model.net_kwargs.growth_rate 4`: the network must get the int 4."""
+    cli = run(
+        "fit",
+        ["--exp", "xray/ms_scse_fc_densenet", "--profile", "quick", "--runs-dir", str(tmp_path)]
+        + ["--model.net_kwargs.growth_rate", "4"],
+        False,
+    )
+    assert cli.model.hparams.net_kwargs == {"growth_rate": 4}
+    assert cli.run_dir.name == "ms_scse_fc_densenet-k4-swce-s0"
+    k12 = run("fit", ["--exp", "xray/ms_scse_fc_densenet", "--runs-dir", str(tmp_path)], False)
+    assert count_parameters(cli.model.net) < count_parameters(k12.model.net) == 5_989_096
