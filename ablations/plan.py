@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from ablations.records import config_data_dir
 from ablations.sweeps import Cell, Sweep, SweepError
 
 DONE, RESUME, START = "done", "resume", "start"
@@ -44,8 +45,7 @@ def read_status(run_dir: Path) -> dict:
 
 def _data_dir(run_dir: Path) -> str | None:
     try:
-        config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-        return ((config.get("data") or {}).get("init_args") or {}).get("data_dir")
+        return config_data_dir(yaml.safe_load((run_dir / "config.yaml").read_text()) or {})
     except (OSError, yaml.YAMLError):
         return None
 

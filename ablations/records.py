@@ -33,6 +33,11 @@ PREDICTION_KEYS = ("ids", "image", "true", "pred")
 _REMEDY = "rerun the cell (ptx sweep ... FORCE=1) or delete its folder"
 
 
+def config_data_dir(config: dict) -> str | None:
+    """The data folder in a run's resolved ``config.yaml`` (None: the phantom)."""
+    return ((config.get("data") or {}).get("init_args") or {}).get("data_dir")
+
+
 class RecordError(ValueError):
     """A run record file is malformed; the message names the file, the row and the remedy."""
 
@@ -90,7 +95,7 @@ class Run:
     @property
     def data_dir(self) -> str | None:
         """The data folder of the run (None: the phantom)."""
-        return ((self.config.get("data") or {}).get("init_args") or {}).get("data_dir")
+        return config_data_dir(self.config)
 
     @property
     def history(self) -> list[dict]:

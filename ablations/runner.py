@@ -147,10 +147,10 @@ def run_sweep(options: argparse.Namespace, extra: list[str]) -> int:
     seeds = _seeds(options.seeds)
     jobs = plan(sweep, root, seeds, profile, data_dir, group, options.force, only)
     todo = [j for j in jobs if j.action != DONE]
+    resume = sum(j.action == RESUME for j in todo)
     _say(
         f"{sweep.name}: {sweep.title}; {len(jobs)} runs ({len(jobs) - len(todo)} finished, "
-        f"{sum(j.action == RESUME for j in jobs)} to resume, "
-        f"{len(todo) - sum(j.action == RESUME for j in jobs)} to start) in {root / group}, "
+        f"{resume} to resume, {len(todo) - resume} to start) in {root / group}, "
         f"profile {profile}, data {'phantom' if data_dir is None else data_dir}"
     )
     if options.dry_run:

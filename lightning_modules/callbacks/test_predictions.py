@@ -12,9 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
-import torch
 
-from lightning_modules.callbacks.wandb_media import _gather, overlay_indices
+from lightning_modules.callbacks.wandb_media import _gather, chosen_items, overlay_indices
 
 SELECTION_SEED = 0  # the same images in every run on the same test set
 
@@ -45,13 +44,7 @@ class TestPredictions(pl.Callback):
         self.items = []
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
-        index = torch.as_tensor(batch["index"]).tolist()
-        for row, item in enumerate(index):
-            if item in self.chosen:
-                image = batch["image"][row, 0].float().clamp(0, 1).mul(255).byte().cpu().numpy()
-                true = batch["mask"][row].byte().cpu().numpy()
-                pred = outputs["pred"][row].byte().cpu().numpy()
-                self.items.append((item, batch["id"][row], image, true, pred))
+        self.items.extend(chosen_items(batch, outputs, self.chosen))
 
     def on_test_end(self, trainer, pl_module) -> None:
         items = sorted({i[0]: i for i in _gather(self.items, trainer)}.values())

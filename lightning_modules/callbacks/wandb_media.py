@@ -23,6 +23,20 @@ def overlay_indices(positive: np.ndarray, n: int, seed: int) -> list[int]:
     return np.concatenate(order)[:n].astype(int).tolist()
 
 
+def chosen_items(batch: dict, outputs: dict, chosen: set[int]) -> list[tuple]:
+    """``(index, id, image, true, pred)`` of the batch's images whose dataset index is in
+    ``chosen``: image the first channel as uint8 0..255, masks uint8 {0, 1}, all ``H x W``
+    numpy arrays on the CPU."""
+    items = []
+    for row, item in enumerate(torch.as_tensor(batch["index"]).tolist()):
+        if item in chosen:
+            image = batch["image"][row, 0].float().clamp(0, 1).mul(255).byte().cpu().numpy()
+            true = batch["mask"][row].byte().cpu().numpy()
+            pred = outputs["pred"][row].byte().cpu().numpy()
+            items.append((item, batch["id"][row], image, true, pred))
+    return items
+
+
 def _gather(items: list, trainer: pl.Trainer) -> list:
     """Every rank's items on every rank (each rank saw only its shard of the dataset)."""
     if trainer.world_size <= 1 or not torch.distributed.is_initialized():
@@ -62,13 +76,7 @@ class WandbOverlays(pl.Callback):
     def _collect(self, stage: str, trainer, outputs, batch) -> None:
         if not self._active(trainer) or trainer.sanity_checking or stage not in self.chosen:
             return
-        index = torch.as_tensor(batch["index"]).tolist()
-        for row, item in enumerate(index):
-            if item in self.chosen[stage]:
-                image = batch["image"][row, 0].float().clamp(0, 1).mul(255).byte().cpu().numpy()
-                true = batch["mask"][row].byte().cpu().numpy()
-                pred = outputs["pred"][row].byte().cpu().numpy()
-                self.items.setdefault(stage, []).append((item, batch["id"][row], image, true, pred))
+        self.items.setdefault(stage, []).extend(chosen_items(batch, outputs, self.chosen[stage]))
 
     def _log_overlays(self, stage: str, trainer) -> None:
         if not self._active(trainer) or trainer.sanity_checking:
