@@ -3,7 +3,8 @@
 - ``dice_histogram``: per-image Dice of the positive test images in bins [0, 0.1), ...,
   [0.9, 1.0], one panel per method (X-ray paper, Fig. 6).
 - ``overlay_grid``: the fixed test images of ``predictions.npz``, ground truth then each
-  method's prediction over the image (Fig. 5 of both papers).
+  method's prediction over the image with that case's Dice (DSC1) and HD from the run's
+  ``per_image.csv`` (Fig. 5 of both papers).
 - ``training_curves``: training loss and the validation monitor per epoch per method.
 
 Figures use ``matplotlib.figure.Figure`` directly (no pyplot): no global state, no display.
@@ -27,7 +28,7 @@ from scipy.ndimage import binary_erosion
 from ablations.records import CellRuns, RecordError
 
 DICE_BINS = np.linspace(0.0, 1.0, 11)  # np.histogram: [0, .1), ..., [.9, 1.0] (last closed)
-MONITOR_KEYS = ("val/dice_global", "val/dice", "val/dsc1")  # first present is drawn
+MONITOR_KEYS = ("val/dice", "val/dsc1")  # first present is drawn (Dice over the PTX group)
 _GT, _PRED = np.array([0, 211, 90]), np.array([255, 42, 42])  # RGB
 
 
@@ -92,6 +93,19 @@ def _tile(image: np.ndarray, fill: np.ndarray, rgb: np.ndarray, outline: np.ndar
     return out.astype(np.uint8)
 
 
+def _case_scores(per_image, image_id: str, dice_name: str) -> str:
+    """``DSC1:0.84,HD:12.2`` of one case as the X-ray paper's Fig. 5 prints it (HD only
+    where both masks are non-empty)."""
+    row = per_image.ids.index(image_id) if image_id in per_image.ids else None
+    if row is None:
+        return ""
+    text = f"{dice_name}:{per_image.column('dice')[row]:.2f}"
+    hd = per_image.values.get("hd")
+    if hd is not None and np.isfinite(hd[row]):
+        text += f",HD:{hd[row]:.1f}"
+    return text
+
+
 def overlay_grid(cells: list[CellRuns], path: Path, max_images: int = 8) -> list[str]:
     """Rows: test images common to every method's ``predictions.npz`` (lowest finished seed);
     columns: the image with its ground truth, then each method's prediction (red) with the
@@ -106,7 +120,7 @@ def overlay_grid(cells: list[CellRuns], path: Path, max_images: int = 8) -> list
                 notes.append(f"overlays: {err}")
                 continue
             if arrays is not None:
-                found = (cell_runs.cell.label, run.seed, arrays)
+                found = (cell_runs.cell.label, run.seed, arrays, run.per_image)
                 break
         if found is not None:
             methods.append(found)
@@ -114,7 +128,7 @@ def overlay_grid(cells: list[CellRuns], path: Path, max_images: int = 8) -> list
             notes.append(f"overlays: {cell_runs.cell.label} has no predictions.npz")
     if not methods:
         return [*notes, "no predictions.npz in any finished run: no overlay figure"]
-    id_sets = [set(p["ids"]) for _, _, p in methods]
+    id_sets = [set(p["ids"]) for _, _, p, _ in methods]
     common = [i for i in methods[0][2]["ids"] if all(i in s for s in id_sets)]
     if any(len(s) != len(common) for s in id_sets):
         notes.append(
@@ -126,8 +140,8 @@ def overlay_grid(cells: list[CellRuns], path: Path, max_images: int = 8) -> list
     shown = common[:max_images]
     first = methods[0][2]
     height, width = first["image"].shape[1:]
-    if any(p["image"].shape[1:] != (height, width) for _, _, p in methods):
-        sizes = {label: p["image"].shape[1:] for label, _, p in methods}
+    if any(p["image"].shape[1:] != (height, width) for _, _, p, _ in methods):
+        sizes = {label: p["image"].shape[1:] for label, _, p, _ in methods}
         notes.append(f"overlays: methods drew different image sizes {sizes}; shown as stored")
     gap = max(2, height // 32)
     step_y, step_x = height + gap, width + gap
@@ -137,7 +151,7 @@ def overlay_grid(cells: list[CellRuns], path: Path, max_images: int = 8) -> list
     for row, image_id in enumerate(shown):
         j = int(np.flatnonzero(first["ids"] == image_id)[0])
         tiles = [_tile(first["image"][j], first["true"][j], _GT, None)]
-        for _, _, pred in methods:
+        for _, _, pred, _ in methods:
             i = int(np.flatnonzero(pred["ids"] == image_id)[0])
             tile = _tile(pred["image"][i], pred["pred"][i], _PRED, pred["true"][i])
             tiles.append(tile[:height, :width])
@@ -151,9 +165,24 @@ def overlay_grid(cells: list[CellRuns], path: Path, max_images: int = 8) -> list
     ax = fig.add_axes((0.9 / fig_w, 0.1 / fig_h, ax_w / fig_w, ax_h / fig_h))
     ax.imshow(mosaic, interpolation="nearest")
     ax.set_axis_off()
-    titles = ["ground truth"] + [f"{_label(label, 20)} (s{seed})" for label, seed, _ in methods]
+    titles = ["ground truth"] + [f"{_label(label, 20)} (s{seed})" for label, seed, *_ in methods]
     for col, title in enumerate(titles):
         ax.text(col * step_x + width / 2, -gap, title, ha="center", va="bottom", fontsize=7)
+    dice_name = "DSC1" if cells[0].cell.exp.startswith("xray/") else "Dice"
+    for row, image_id in enumerate(shown):
+        for col, (*_, per_image) in enumerate(methods, start=1):
+            text = _case_scores(per_image, image_id, dice_name)
+            y, x = row * step_y + height - 1, col * step_x + 1
+            ax.text(
+                x,
+                y,
+                text,
+                ha="left",
+                va="bottom",
+                fontsize=5,
+                color="white",
+                bbox={"facecolor": "black", "alpha": 0.55, "pad": 0.6, "lw": 0},
+            )
     for row, image_id in enumerate(shown):
         j = int(np.flatnonzero(first["ids"] == image_id)[0])
         label = f"image {row + 1}\n{'PTX' if first['true'][j].any() else 'no PTX'}"
@@ -181,8 +210,8 @@ def _monitor(cell_runs: CellRuns) -> str | None:
 
 
 def training_curves(cells: list[CellRuns], path: Path) -> list[str]:
-    """Two panels: ``train/loss`` and the validation monitor (``val/dice_global``, else
-    ``val/dice``, else ``val/dsc1``) per epoch, one line per method (mean over seeds)."""
+    """Two panels: ``train/loss`` and the validation Dice over the PTX group (``val/dice``,
+    else ``val/dsc1``) per epoch, one line per method (mean over seeds)."""
     methods = [c for c in cells if any(r.history for r in c.finished)]
     if not methods:
         return ["no training history in any finished run: no training curves"]

@@ -21,6 +21,7 @@ import numpy as np
 import yaml
 
 from ablations.sweeps import Cell, Sweep
+from lightning_modules.metric_functions import ALIASES, RECORD_VERSION
 
 log = logging.getLogger("ptx.report")
 
@@ -28,7 +29,6 @@ FINISHED, FAILED, UNFINISHED, MALFORMED, NOT_RUN = (
     "finished", "failed", "unfinished", "malformed", "not run",
 )  # fmt: skip
 PARTIAL = "partial"  # a cell with some seeds finished
-ALIASES = {"dsc1": "dice", "pa1": "sen"}  # the X-ray paper's names for per-image columns
 PREDICTION_KEYS = ("ids", "image", "true", "pred")
 _REMEDY = "rerun the cell (ptx sweep ... FORCE=1) or delete its folder"
 
@@ -62,12 +62,24 @@ class PerImage:
         return self.values[name]
 
     @property
-    def positive(self) -> np.ndarray:
-        """Bool N: the ground truth has pneumothorax (``true_area`` > 0, else ``true_ptx``)."""
+    def true_area(self) -> np.ndarray:
+        """Float N: ground-truth PTX pixels (``true_area``, else 0/1 from ``true_ptx``)."""
         source = self.values.get("true_area", self.values.get("true_ptx"))
         if source is None:
             raise RecordError(f"{self.path}: neither true_area nor true_ptx; {_REMEDY}")
-        return np.nan_to_num(source) > 0
+        return np.nan_to_num(source)
+
+    @property
+    def positive(self) -> np.ndarray:
+        """Bool N: the ground truth has pneumothorax."""
+        return self.true_area > 0
+
+    def counts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``tp``, ``fp``, ``fn`` (int64 N): what every per-patient (3-D) number is made of."""
+        missing = [k for k in ("tp", "fp", "fn") if k not in self.values]
+        if missing:
+            raise RecordError(f"{self.path}: no column(s) {', '.join(missing)}; {_REMEDY}")
+        return tuple(np.nan_to_num(self.values[k]).astype(np.int64) for k in ("tp", "fp", "fn"))
 
 
 @dataclass
@@ -186,6 +198,12 @@ def read_metrics(path: Path) -> dict:
         raise RecordError(f"{path}: no 'status' field: not a run record; {_REMEDY}")
     if not isinstance(record.get("history") or [], list):
         raise RecordError(f"{path}: 'history' must be a list of per-epoch rows; {_REMEDY}")
+    version = record.get("record_version", 1)
+    if record["status"] == FINISHED and version != RECORD_VERSION:
+        raise RecordError(
+            f"{path}: record version {version}, this ptx-seg reads version {RECORD_VERSION} "
+            "(version 1 averaged Dice over every image, empty ones counting 1); " + _REMEDY
+        )
     return record
 
 

@@ -14,13 +14,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import math
 import sys
 from pathlib import Path
 
 from ablations import figures, stats
+from ablations.markdown import render_markdown
 from ablations.records import load_sweep_runs
-from ablations.sweeps import COLUMN_SOURCES, Column, Sweep, SweepError, load_sweep
+from ablations.sweeps import Sweep, SweepError, load_sweep
 from ablations.table import Table, build_table, plain, write_csv, write_json
 
 log = logging.getLogger("ptx.report")
@@ -30,121 +30,6 @@ FIGURES = {
     "overlays": figures.overlay_grid,
     "training_curves": figures.training_curves,
 }
-
-
-def _decimals(values: list[float]) -> int:
-    """Decimals of a column from its largest |value|: 0 from 1000, 2 from 1.5, else 3."""
-    finite = [abs(v) for v in values if v is not None and math.isfinite(v)]
-    top = max(finite, default=0.0)
-    return 0 if top >= 1000 else 2 if top >= 1.5 else 3
-
-
-def _num(value: float, decimals: int) -> str:
-    return f"{value:.{decimals}f}" if value is not None and math.isfinite(value) else "–"
-
-
-def _paper(value: float) -> str:
-    """A published number as printed (0.84, 99.77, 7764098)."""
-    if not math.isfinite(value):
-        return ""
-    return str(int(value)) if value == int(value) else f"{value:g}"
-
-
-def _header(table: Table) -> list[tuple[str, str, Column]]:
-    """(heading, kind, column) for each shown column; kind: ours, ci or paper."""
-    out = []
-    for column in table.sweep.columns:
-        out.append((column.label, "ours", column))
-        if column.source == "image":
-            out.append((f"{column.label} 95% CI", "ci", column))
-        if any(column.key in cell.paper for cell in table.sweep.cells):
-            out.append((f"{column.label} paper", "paper", column))
-    return out
-
-
-def _cell_text(row: dict, kind: str, column: Column, decimals: int, seeds: bool) -> str:
-    k = column.key
-    if kind == "paper":
-        return _paper(row[f"{k}_paper"])
-    if not row["seeds"]:
-        return "–"
-    if kind == "ci":
-        return f"[{_num(row[f'{k}_ci_low'], decimals)}, {_num(row[f'{k}_ci_high'], decimals)}]"
-    text = _num(row[k], decimals)
-    if column.source == "image":
-        text += f" ({_num(row[f'{k}_sd'], decimals)})"
-    spread = row.get(f"{k}_seed_sd", float("nan"))
-    if seeds and math.isfinite(spread):
-        text += f" ±{_num(spread, decimals)}"
-    return text + row.get(f"{k}_sig", "")
-
-
-def _footnotes(table: Table, notes: list[str]) -> list[str]:
-    sweep, rows = table.sweep, table.rows
-    labels = {row["cell"]: row["label"] for row in rows}
-    by_source = {s: [c.label for c in sweep.columns if c.source == s] for s in COLUMN_SOURCES}
-    several = any(len(row["seeds"].split()) > 1 for row in rows)
-    refs = sorted({row["reference"] for row in rows})
-    out = [
-        f"Runs: profile {', '.join(table.profiles) or 'none finished'}; data "
-        f"{', '.join(table.data) or '–'}; seeds {', '.join(map(str, table.seeds))}. A cell "
-        "without a finished run keeps its row with its status (not run, unfinished, failed, "
-        "malformed)."
-    ]
-    if by_source["image"]:
-        seeds = "; values are averaged over a cell's seeds image by image first; ± is the sd of "
-        out.append(
-            f"{', '.join(by_source['image'])}: mean (sd) over the test images of per-image "
-            f"values (undefined ones left out){seeds + 'the seed means' if several else ''}."
-        )
-        out.append(stats.test_note(", ".join(labels.get(r, r) for r in refs)))
-        out.append(stats.ci_note(table.n_resamples, table.bootstrap_seed))
-    if by_source["set"]:
-        out.append(
-            f"{', '.join(by_source['set'])}: set-level values from each run's metrics.json "
-            f"test section, mean over seeds{' (± sd over seeds)' if several else ''}."
-        )
-    if by_source["run"]:
-        out.append(f"{', '.join(by_source['run'])}: of the network as built (metrics.json).")
-    if any(cell.paper for cell in sweep.cells):
-        out.append(
-            "paper: the published number (the paper's own data; for orientation, "
-            "not a like-for-like comparison)."
-        )
-    return out + table.notes + notes
-
-
-def render_markdown(table: Table, notes: list[str] = ()) -> str:
-    """``table.md``: title, provenance, the table (one row per cell), numbered footnotes.
-
-    Shows labels, numbers and statuses only: never an image id or patient key.
-    """
-    sweep = table.sweep
-    header = _header(table)
-    decimals = {  # the published numbers count too: a column of zeros stays "0.00" beside 73.66
-        c.key: _decimals([v for r in table.rows for v in (r[c.key], r[f"{c.key}_paper"])])
-        for c in sweep.columns
-    }
-    several = any(len(row["seeds"].split()) > 1 for row in table.rows)
-    lines = [f"# {sweep.title}", ""]
-    lines.append(f"Sweep `{sweep.name}`, run group `{sweep.group}`, paper {sweep.paper}.")
-    if "quick" in table.profiles:
-        lines += [
-            "",
-            "> **Profile quick:** these numbers are a pipeline check"
-            + (" on the phantom" if table.data == ["phantom"] else "")
-            + " (few epochs, small images), not the paper's experiment.",
-        ]
-    lines += ["", "| Method | Runs | " + " | ".join(h for h, _, _ in header) + " |"]
-    lines.append("|---|---|" + "---:|" * len(header))
-    references = {row["reference"] for row in table.rows}
-    for row in table.rows:
-        label = row["label"] + (" (ref.)" if row["cell"] in references else "")
-        cells = [_cell_text(row, kind, c, decimals[c.key], several) for _, kind, c in header]
-        lines.append(f"| {label} | {row['runs']} | " + " | ".join(cells) + " |")
-    lines.append("")
-    lines += [f"{i}. {note}" for i, note in enumerate(_footnotes(table, list(notes)), start=1)]
-    return "\n".join(lines) + "\n"
 
 
 def log_to_wandb(table: Table, folder: Path, pictures: dict[str, Path]) -> str | None:

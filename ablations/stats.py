@@ -20,7 +20,9 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import stats
 
-ALPHA = 0.05  # significance level of the `*` mark
+from lightning_modules.metric_functions import mean_sd  # noqa: F401  (re-exported: stats.mean_sd)
+
+ALPHA = 0.05  # significance level of the better/worse marks
 N_RESAMPLES = 2000
 CI_LEVEL = 0.95
 _CHUNK = 500  # resamples drawn per block: bounds memory at 500 x patients indices
@@ -45,15 +47,31 @@ class PairedTest:
     w_stat: float
     p_wilcoxon: float
 
-    @property
-    def mark(self) -> str:
-        """``*`` when the paired t-test's p < 0.05, else empty."""
-        return significance_mark(self.p_t)
+    def verdict(self, higher_is_better: bool = True) -> str:
+        """``better`` or ``worse`` than the reference when the paired t-test's p < 0.05
+        (the direction from the mean difference and the metric's sense), else empty."""
+        return verdict(self.p_t, self.mean_diff, higher_is_better)
 
 
-def significance_mark(p: float, alpha: float = ALPHA) -> str:
-    """``*`` for p < ``alpha`` (NaN: no mark)."""
-    return "*" if np.isfinite(p) and p < alpha else ""
+def verdict(p: float, mean_diff: float, higher_is_better: bool = True, alpha: float = ALPHA) -> str:
+    """``better``/``worse`` for p < ``alpha`` in the direction of ``mean_diff``; else ``""``."""
+    if not (np.isfinite(p) and p < alpha and np.isfinite(mean_diff)) or mean_diff == 0:
+        return ""
+    return "better" if (mean_diff > 0) == higher_is_better else "worse"
+
+
+def independent_t(a: ArrayLike, b: ArrayLike) -> float:
+    """Two-sided p of Student's t-test for two independent samples (equal variances), the
+    X-ray paper's test, over the defined values of each; NaN with fewer than two in either."""
+    a, b = (np.asarray(v, dtype=np.float64) for v in (a, b))
+    a, b = a[~np.isnan(a)], b[~np.isnan(b)]
+    if a.size < 2 or b.size < 2:
+        return float("nan")
+    if np.array_equal(np.sort(a), np.sort(b)):
+        return 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # zero variance in both: p is NaN
+        return float(stats.ttest_ind(a, b, equal_var=True).pvalue)
 
 
 def pair_by_id(
@@ -156,15 +174,6 @@ def bootstrap_ci(
     return float(low), float(high)
 
 
-def mean_sd(values: ArrayLike) -> tuple[float, float]:
-    """Mean and sample sd (ddof=1) over the defined entries; NaN when too few (sd: < 2)."""
-    values = np.asarray(values, dtype=np.float64)
-    values = values[~np.isnan(values)]
-    mean = float(values.mean()) if values.size else float("nan")
-    sd = float(values.std(ddof=1)) if values.size > 1 else float("nan")
-    return mean, sd
-
-
 def average_over_seeds(
     ids_per_seed: Sequence[Sequence[str]], values_per_seed: Sequence[ArrayLike]
 ) -> tuple[list[str], np.ndarray]:
@@ -195,13 +204,15 @@ def average_over_seeds(
 
 
 def test_note(reference: str) -> str:
-    """The table footnote that names the test behind the ``*`` marks."""
+    """The table footnote that names the test behind the better/worse marks."""
     return (
-        "A star (*) marks p < 0.05 in a two-sided paired t-test (scipy.stats.ttest_rel) of "
-        f"per-image values against the reference row ({reference}), images matched by id: "
-        "every method sees the same test images, so each image is its own control. The papers "
-        "used Student's t-test for two independent samples. The p-values of this test and of "
-        "the Wilcoxon signed-rank test (zero_method 'wilcox') are in table.csv."
+        "▲ / ▼: significantly better / worse than the reference row "
+        f"({reference}) at p < 0.05 in a two-sided paired t-test (scipy.stats.ttest_rel) of the "
+        "column's per-image (per-patient) values on the column's own population, matched by "
+        "image id (patient key): every method sees the same test images, so each is its own "
+        "control. The p-values of this test, of the Wilcoxon signed-rank test (zero_method "
+        "'wilcox') and of the papers' Student's t-test for two independent samples "
+        "(scipy.stats.ttest_ind) are in table.csv."
     )
 
 

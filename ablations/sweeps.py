@@ -10,15 +10,22 @@ per cell. Fields (see any file in ``ablations/sweeps/``)::
     paper:      efa-net | ms-scse-fc-densenet
     group:      run group / W&B group (default: the sweep's name)
     reference:  id of the cell the others are tested against
-    columns:    [{key, label, scale, source}]; source is "image" (per-image values from
-                per_image.csv: mean (sd) over images, bootstrap CI, paired test), "set" (a
-                set-level value from metrics.json's test section) or "run" (params, gmacs)
+    columns:    [{key, label, scale, source, population, better, format}]; source is
+                "image" (per-image values from per_image.csv over the key's population:
+                mean (sd), bootstrap CI, paired tests), "patient" (per-patient 3-D values
+                from per_image.csv's counts, over the patients with pneumothorax), "set" (a
+                set-level value from metrics.json's test section) or "run" (params, gmacs);
+                population (image columns) defaults to the key's
+                (lightning_modules.metric_functions.POPULATION), better (higher|lower) to the
+                metric's sense, format to "mean_sd" ("max_mean": the X-ray paper's HD)
     overrides:  {dotted.key: value} applied to every cell
     profile_overrides: {quick: {...}, paper: {...}} applied under that profile only
     cells:      [{id, label, exp, overrides, paper: {column key: published value},
                  reference: id tested against instead of the sweep's (optional)}]
     cells_from: build cells from rows of a YAML table instead (file, key, id, exp, label,
                 overrides and paper map cell fields to row fields, "{field}" templates)
+
+A published value is a number, or for a ``max_mean`` column the pair ``[max, mean]``.
 """
 
 from __future__ import annotations
@@ -29,9 +36,19 @@ from pathlib import Path
 
 import yaml
 
+from lightning_modules.metric_functions import (
+    ALL,
+    LOWER_IS_BETTER,
+    NEGATIVE,
+    POSITIVE,
+    population_of,
+)
+
 SWEEP_DIR = Path(__file__).resolve().parent / "sweeps"
 ROOT = SWEEP_DIR.parent.parent
-COLUMN_SOURCES = ("image", "set", "run")
+COLUMN_SOURCES = ("image", "patient", "set", "run")
+FORMATS = ("mean_sd", "max_mean")
+PATIENT_KEYS = ("dice_volume", "iou_volume")  # per-patient 3-D overlap from summed counts
 
 
 class SweepError(ValueError):
@@ -40,12 +57,30 @@ class SweepError(ValueError):
 
 @dataclass(frozen=True)
 class Column:
-    """A table column: ``key`` in the run record, shown as ``label``, multiplied by ``scale``."""
+    """A table column: ``key`` in the run record, shown as ``label``, multiplied by ``scale``.
+
+    ``population`` (``positive``, ``negative`` or ``all`` test images) and ``better``
+    (``higher`` or ``lower``) default to the metric's own; see the module docstring.
+    """
 
     key: str
     label: str
     scale: float = 1.0
     source: str = "image"
+    population: str | None = None
+    better: str | None = None
+    format: str = "mean_sd"
+
+    def __post_init__(self) -> None:
+        if self.population is None:
+            default = POSITIVE if self.source == "patient" else population_of(self.key)
+            object.__setattr__(self, "population", default)
+        if self.better is None:
+            object.__setattr__(self, "better", "lower" if self.key in LOWER_IS_BETTER else "higher")
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.better == "higher"
 
 
 @dataclass(frozen=True)
@@ -136,9 +171,20 @@ def _cells_from(spec: dict, path: Path) -> list[dict]:
 
 
 def _column(raw, path: Path) -> Column:
-    column = Column(**raw) if isinstance(raw, dict) else Column(key=raw, label=raw)
-    if column.source not in COLUMN_SOURCES:
-        raise SweepError(f"{path}: column {column.key}: source must be one of {COLUMN_SOURCES}")
+    try:
+        column = Column(**raw) if isinstance(raw, dict) else Column(key=raw, label=raw)
+    except TypeError as err:
+        raise SweepError(f"{path}: column {raw}: {err}") from None
+    checks = (
+        (column.source in COLUMN_SOURCES, f"source must be one of {COLUMN_SOURCES}"),
+        (column.population in (POSITIVE, NEGATIVE, ALL), "population: positive|negative|all"),
+        (column.better in ("higher", "lower"), "better must be higher or lower"),
+        (column.format in FORMATS, f"format must be one of {FORMATS}"),
+        (column.source != "patient" or column.key in PATIENT_KEYS, f"patient keys: {PATIENT_KEYS}"),
+    )
+    for ok, message in checks:
+        if not ok:
+            raise SweepError(f"{path}: column {column.key}: {message}")
     return column
 
 

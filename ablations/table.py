@@ -1,19 +1,24 @@
 """A sweep's table from its run records: one row per cell, the sweep's columns, statistics.
 
-Per column source (``ablations/sweeps.py``):
+Per column source (``ablations/sweeps.py``; the numbers come from ``ablations/columns.py``):
 
-- ``image``: per-image values from ``per_image.csv``, averaged over a cell's seeds image by
-  image; ``k`` mean and ``k_sd`` sd (ddof=1) over images, ``k_seed_sd`` sd over the seeds'
-  means, ``k_ci_low``/``k_ci_high`` patient bootstrap 95% CI of the mean, ``k_diff`` mean
-  difference to the reference and ``k_p_t``/``k_p_wilcoxon`` paired tests on ``k_n_pairs``
-  images, ``k_sig`` ``*`` when ``k_p_t`` < 0.05.
+- ``image`` / ``patient``: per-image (per-patient 3-D) values over the column's population,
+  averaged over a cell's seeds image by image; ``k`` mean and ``k_sd`` sd (ddof=1),
+  ``k_seed_sd`` sd over the seeds' means, ``k_ci_low``/``k_ci_high`` patient bootstrap 95%
+  CI of the mean, ``k_n`` values in the population, ``k_max`` (``max_mean`` columns),
+  against the reference ``k_diff`` mean difference, ``k_p_t``/``k_p_wilcoxon`` paired
+  tests on ``k_n_pairs`` pairs, ``k_p_t_ind`` the papers' independent two-sample t-test,
+  ``k_sig`` ``better``/``worse`` when ``k_p_t`` < 0.05.
 - ``set``: ``metrics.json`` ``test[k]``, mean (``k``) and sd (``k_seed_sd``) over seeds.
 - ``run``: ``metrics.json`` ``params``/``gmacs``, mean over seeds.
 
 Every number is multiplied by the column's ``scale`` (p-values and counts are not); the
-paper's published value (``k_paper``) is already in the column's unit. Cells without a
-finished run keep their row with NaNs and their status (``not run``, ``failed``, ...).
-``write_csv``/``write_json`` store the rows unrounded; ``ablations/report.py`` renders Markdown.
+paper's published value (``k_paper``, and ``k_paper_mean`` for a ``max_mean`` pair) is
+already in the column's unit. ``pred_empty`` is the share of test images a cell's network
+left empty (mean over seeds); a cell whose network predicted nothing on some seed is never
+marked better (``predicts_nothing``) and a note says so. Cells without a finished run keep
+their row with NaNs and their status (``not run``, ``failed``, ...). ``write_csv``/
+``write_json`` store the rows unrounded; ``ablations/report.py`` renders Markdown.
 """
 
 from __future__ import annotations
@@ -25,11 +30,10 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
-from ablations import stats
-from ablations.records import FINISHED, NOT_RUN, PARTIAL, CellRuns, Run
-from ablations.sweeps import Column, Sweep
+from ablations import columns, stats
+from ablations.records import FINISHED, NOT_RUN, PARTIAL, CellRuns
+from ablations.sweeps import Sweep
+from lightning_modules.diagnosis import DiagnosisRule
 
 NAN = float("nan")
 
@@ -37,7 +41,8 @@ NAN = float("nan")
 @dataclass
 class Table:
     """The assembled table: ``rows`` (one dict per cell, in the sweep's order; NaN = none)
-    and what the footnotes need."""
+    and what the footnotes need: ``populations`` (``{population: (images, patients)}`` of
+    the test set) and ``rules`` (the diagnosis rules the runs used, described)."""
 
     sweep: Sweep
     rows: list[dict]
@@ -46,6 +51,8 @@ class Table:
     data: list[str]
     n_resamples: int
     bootstrap_seed: int
+    populations: dict[str, tuple[int, int]] = field(default_factory=dict)
+    rules: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # failed runs' errors (scrubbed), gaps
     private: set[str] = field(default_factory=set)  # patient keys and image ids seen: never shown
 
@@ -55,63 +62,13 @@ class Table:
         return list(self.rows[0]) if self.rows else []
 
 
-def _values(run: Run, key: str) -> np.ndarray:
-    """The run's per-image ``key``; all NaN when its CSV lacks the column (noted in the table)."""
-    if run.per_image.has(key):
-        return run.per_image.column(key)
-    return np.full(len(run.per_image.ids), NAN)
-
-
-def _image_aggregate(cell_runs: CellRuns, key: str) -> dict | None:
-    """Seed-averaged per-image values of ``key`` (unscaled) with patients and seed means."""
-    runs = cell_runs.finished
-    if not runs:
-        return None
-    per_seed = [_values(r, key) for r in runs]
-    ids, values = stats.average_over_seeds([r.per_image.ids for r in runs], per_seed)
-    patient_of = {
-        i: p for r in runs for i, p in zip(r.per_image.ids, r.per_image.patients, strict=True)
-    }
-    seed_means = [stats.mean_sd(v)[0] for v in per_seed]
-    return {
-        "ids": ids,
-        "values": values,
-        "patients": [patient_of[i] for i in ids],
-        "seed_means": seed_means,
-    }
-
-
-def _seed_values(cell_runs: CellRuns, column: Column) -> list[float]:
-    """One value per finished seed from ``metrics.json`` (test section or top level)."""
-    out = []
-    for run in cell_runs.finished:
-        source = (run.metrics.get("test") or {}) if column.source == "set" else run.metrics
-        value = source.get(column.key)
-        out.append(NAN if value is None else float(value))
-    return out
-
-
-def _image_cells(
-    column: Column, agg: dict | None, ref: dict | None, is_ref: bool, n_resamples: int, seed: int
-) -> dict:
-    k, s = column.key, column.scale
-    out = dict.fromkeys(
-        (k, f"{k}_sd", f"{k}_seed_sd", f"{k}_ci_low", f"{k}_ci_high", f"{k}_diff"), NAN
-    )
-    out.update({f"{k}_n": 0, f"{k}_p_t": NAN, f"{k}_p_wilcoxon": NAN, f"{k}_n_pairs": 0})
-    out[f"{k}_sig"] = ""
-    if agg is None:
-        return out
-    mean, sd = stats.mean_sd(agg["values"])
-    low, high = stats.bootstrap_ci(agg["values"], agg["patients"], n_resamples, seed=seed)
-    out.update({k: mean * s, f"{k}_sd": sd * s, f"{k}_ci_low": low * s, f"{k}_ci_high": high * s})
-    out[f"{k}_seed_sd"] = stats.mean_sd(agg["seed_means"])[1] * s
-    out[f"{k}_n"] = int(np.sum(~np.isnan(agg["values"])))
-    if ref is not None and not is_ref:
-        test = stats.paired_tests(agg["ids"], agg["values"], ref["ids"], ref["values"])
-        out.update({f"{k}_diff": test.mean_diff * s, f"{k}_p_t": test.p_t})
-        out.update({f"{k}_p_wilcoxon": test.p_wilcoxon, f"{k}_n_pairs": test.n})
-        out[f"{k}_sig"] = test.mark
+def _paper_cells(column, published) -> dict:
+    """``k_paper`` (and ``k_paper_mean`` for a ``[max, mean]`` pair) of one cell."""
+    k = column.key
+    pair = isinstance(published, (list, tuple))
+    out = {f"{k}_paper": NAN if published is None else float(published[0] if pair else published)}
+    if column.format == "max_mean":
+        out[f"{k}_paper_mean"] = float(published[1]) if pair else NAN
     return out
 
 
@@ -134,6 +91,30 @@ def _scrub(text: str, private: set[str]) -> str:
     return text[:300]
 
 
+def _rules(cells: list[CellRuns]) -> list[str]:
+    """The diagnosis rules of the finished runs, described once each."""
+    found = []
+    for cell_runs in cells:
+        for run in cell_runs.finished:
+            rule = run.metrics.get("diagnosis")
+            text = DiagnosisRule.from_dict(rule).describe() if rule else "not recorded"
+            if rule and rule.get("rule") == "tuned":
+                text = "tuned per run on its own validation set (metrics.json: diagnosis)"
+            found.append(text)
+    return list(dict.fromkeys(found))
+
+
+def _test_sets(cells: list[CellRuns]) -> tuple[dict, list[str]]:
+    """Population sizes of the test set, and a note when the runs saw different test sets."""
+    runs = [r for c in cells for r in c.finished]
+    if not runs:
+        return {}, []
+    sizes = columns.population_sizes(runs[0])
+    differ = any(set(r.per_image.ids) != set(runs[0].per_image.ids) for r in runs[1:])
+    note = ["the runs were tested on different test sets; the sizes given are of the first"]
+    return sizes, note if differ else []
+
+
 def build_table(
     sweep: Sweep,
     cells: list[CellRuns],
@@ -145,18 +126,17 @@ def build_table(
     Args:
         n_resamples, bootstrap_seed: of the patient bootstrap (same seed for every cell).
     """
-    image_columns = [c for c in sweep.columns if c.source == "image"]
-    aggregates = {
-        (c.cell.id, col.key): _image_aggregate(c, col.key) for c in cells for col in image_columns
-    }
+    tested = [c for c in sweep.columns if c.source in ("image", "patient")]
+    aggregates = {(c.cell.id, col.key): columns.aggregate(c, col) for c in cells for col in tested}
     private = {
         x for c in cells for r in c.finished for x in (*r.per_image.ids, *r.per_image.patients)
     }
-    rows = []
+    rows, notes = [], []
     for cell_runs in cells:
         cell = cell_runs.cell
         ref_id = sweep.reference_of(cell).id
         finished = cell_runs.finished
+        empty = [r for r in finished if columns.predicts_nothing(r)]
         row = {
             "cell": cell.id,
             "label": cell.label,
@@ -164,30 +144,34 @@ def build_table(
             "runs": _runs_text(cell_runs),
             "seeds": " ".join(str(r.seed) for r in finished),
             "reference": ref_id,
+            "pred_empty": stats.mean_sd([columns.empty_share(r) for r in finished])[0],
+            "predicts_nothing": bool(empty),
         }
         for column in sweep.columns:
             k, s = column.key, column.scale
-            if column.source == "image":
-                row.update(
-                    _image_cells(
-                        column,
-                        aggregates[(cell.id, k)],
-                        aggregates[(ref_id, k)],
-                        ref_id == cell.id,
-                        n_resamples,
-                        bootstrap_seed,
-                    )
+            if column in tested:
+                agg, ref = aggregates[(cell.id, k)], aggregates[(ref_id, k)]
+                entries = columns.stat_cells(
+                    column, agg, ref, ref_id == cell.id, n_resamples, bootstrap_seed
                 )
+                if empty and entries[f"{k}_sig"] == "better":
+                    entries[f"{k}_sig"] = ""  # an empty prediction is never "better"
+                row.update(entries)
             else:
-                mean, sd = stats.mean_sd(_seed_values(cell_runs, column))
+                mean, sd = stats.mean_sd(columns.seed_values(cell_runs, column))
                 row[k] = mean * s
                 if column.source == "set":
                     row[f"{k}_seed_sd"] = sd * s
-            paper = cell.paper.get(k)
-            row[f"{k}_paper"] = NAN if paper is None else float(paper)
+            row.update(_paper_cells(column, cell.paper.get(k)))
+        if empty:
+            notes.append(
+                f"{cell.label}: the network predicted no pneumothorax on any test image "
+                f"(seed {', '.join(str(r.seed) for r in empty)}): it has not learnt to segment; "
+                "its overlap scores are 0 and it is never marked better than the reference"
+            )
         rows.append(row)
     runs = [r for c in cells for r in c.finished]
-    notes = [
+    notes += [
         f"{c.cell.label} s{r.seed} {r.status}: {_scrub(r.error or '', private)}"
         for c in cells
         for r in c.runs
@@ -197,15 +181,16 @@ def build_table(
         f"{c.cell.label} s{r.seed}: per_image.csv has no column {col.key!r}"
         for c in cells
         for r in c.finished
-        for col in image_columns
-        if not r.per_image.has(col.key)
+        for col in tested
+        if col.source == "image" and not r.per_image.has(col.key)
     ]
     done = {row["cell"] for row in rows if row["seeds"]}
     notes += [
         f"no paired tests against {sweep.cell(ref).label}: it has no finished run"
         for ref in dict.fromkeys(row["reference"] for row in rows if row["cell"] in done)
-        if image_columns and ref not in done
+        if tested and ref not in done
     ]
+    populations, set_notes = _test_sets(cells)
     return Table(
         sweep=sweep,
         rows=rows,
@@ -214,7 +199,9 @@ def build_table(
         data=sorted({(r.data_dir or "phantom") if r.config else "unknown" for r in runs}),
         n_resamples=n_resamples,
         bootstrap_seed=bootstrap_seed,
-        notes=notes,
+        populations=populations,
+        rules=_rules(cells),
+        notes=set_notes + notes,
         private=private,
     )
 
@@ -250,9 +237,13 @@ def write_json(table: Table, notes: list[str], path: Path) -> None:
             "cells": [dataclasses.asdict(c) for c in sweep.cells],
         },
         "runs": {"seeds": table.seeds, "profiles": table.profiles, "data": table.data},
+        "test_set": {k: {"images": v[0], "patients": v[1]} for k, v in table.populations.items()},
+        "diagnosis_rules": table.rules,
         "statistics": {
-            "test": "paired t-test (scipy.stats.ttest_rel) by image id; * when p < 0.05",
+            "test": "paired t-test (scipy.stats.ttest_rel) by image id (patient key) on the "
+            "column's population; better/worse when p < 0.05",
             "check": "Wilcoxon signed-rank (scipy.stats.wilcoxon, zero_method='wilcox')",
+            "papers": "Student's t-test for two independent samples (scipy.stats.ttest_ind)",
             "ci": "percentile bootstrap of the mean over images, resampling patients",
             "ci_level": 0.95,
             "n_resamples": table.n_resamples,

@@ -10,6 +10,7 @@ validation and test of the best checkpoint, so one ``fit`` leaves a complete rec
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -37,6 +38,7 @@ from lightning_modules.callbacks import (
     TestPredictions,
     WandbOverlays,
 )
+from lightning_modules.diagnosis import DiagnosisRule
 from lightning_modules.module import SegmentationModule
 
 log = logging.getLogger("ptx.run")
@@ -184,6 +186,24 @@ class PtxCLI(LightningCLI):
         # after the `checkpoint` one, which stays trainer.checkpoint_callback (the "best")
         trainer.callbacks.append(last_checkpoint(str(self.run_dir / "checkpoints")))
         return trainer
+
+    def before_test(self) -> None:
+        """A lone ``ptx test`` of a run whose rule was tuned applies the tuned thresholds."""
+        if self.model.hparams.diagnosis_rule != "tuned" or self.model.rule is not None:
+            return
+        try:
+            stored = json.loads((self.run_dir / "metrics.json").read_text()).get("diagnosis")
+        except (OSError, ValueError):
+            stored = None
+        if stored and stored.get("tuned_on"):
+            self.model.rule = DiagnosisRule.from_dict(stored)
+            log.info("diagnosis rule from the run record: %s", self.model.rule.describe())
+        else:
+            log.warning(
+                "diagnosis rule 'tuned' but %s holds no tuned thresholds: testing with the "
+                "untuned ones (run ptx validate first, which tunes them)",
+                self.run_dir / "metrics.json",
+            )
 
     # ---- fit = train, then validate and test the best checkpoint ------------------------
     def after_fit(self) -> None:

@@ -4,16 +4,20 @@ Every loss maps logits ``B x C x H x W`` and an int64 target ``B x H x W`` to a 
 ``ce`` (CEL), ``wce`` (W-CEL), ``swce`` (SW-CEL, the X-ray paper's loss), ``dice`` and
 ``ce+dice``.
 
-SW-CEL weights pixel x of image n (N its pixels, T_c its class-c pixels, B_c their boundary):
+SW-CEL weights pixel x of image n (N its pixels, T_c its class-c pixels, B the boundary
+contour of the pneumothorax class):
 
-    w(x) = sum_c  |N| / |T_c| * [x in T_c]  +  |N| / |B_c| * [x in B_c]
+    w(x) = sum_c  |N| / |T_c| * [x in T_c]  +  |N| / |B| * [x in B]
 
-B_c: class-c pixels with a pixel of another class in their 8-neighbourhood (an edge detector:
-3x3 erosion), widened by ``boundary_width`` steps of 3x3 dilation and kept inside T_c (the paper
-has B_c within T_c); pixels on the image border see no neighbours outside it. An empty T_c or
-B_c contributes nothing. The paper writes -sum_x w(x) log p(t_x | x); we divide by |N| and
-average over images, so the loss equals sum_c mean_{T_c}(CE) + sum_c mean_{B_c}(CE): the same
-magnitude at every image size. W-CEL is the class term alone; with both terms off it is CEL.
+B: pneumothorax pixels with a background pixel in their 8-neighbourhood (the paper's "if the
+eight neighborhoods of the pixel value '1' have a pixel value of '0'": an edge detector, 3x3
+erosion), widened by ``boundary_width`` steps of 3x3 dilation and kept inside the
+pneumothorax (the paper has B_c within T_c); pixels on the image border see no neighbours
+outside it. The paper draws the contour of the target class only, so the background has no
+boundary term. An empty T_c or B contributes nothing. The paper writes
+-sum_x w(x) log p(t_x | x); we divide by |N| and average over images, so the loss equals
+sum_c mean_{T_c}(CE) + mean_B(CE): the same magnitude at every image size. W-CEL is the
+class term alone; with both terms off it is CEL.
 """
 
 from __future__ import annotations
@@ -68,19 +72,19 @@ def _inverse_count(members: torch.Tensor) -> torch.Tensor:
     return torch.where(count > 0, n / count.clamp(min=1), torch.zeros_like(count))
 
 
-def class_boundaries(one_hot: torch.Tensor, boundary_width: int = 1) -> torch.Tensor:
-    """B_c per class: ``B x C x H x W`` 0/1 float one-hot -> 0/1 boundary maps, same shape.
+def contour(members: torch.Tensor, boundary_width: int = 1) -> torch.Tensor:
+    """Boundary contour of a class: ``B x 1 x H x W`` 0/1 float membership -> 0/1, same shape.
 
-    Edge pixels of class c (a 3x3 neighbour of another class), dilated ``boundary_width`` times
-    by a 3x3 square and kept inside class c. Max-pooling pads with -inf, so the image border
-    counts as no neighbour.
+    Member pixels with a non-member among their 8 neighbours, dilated ``boundary_width``
+    times by a 3x3 square and kept inside the class. Max-pooling pads with -inf, so the image
+    border counts as no neighbour.
     """
-    eroded = -F.max_pool2d(-one_hot, 3, stride=1, padding=1)
-    edges = one_hot - eroded
+    eroded = -F.max_pool2d(-members, 3, stride=1, padding=1)
+    edges = members - eroded
     if boundary_width > 0:
         k = 2 * boundary_width + 1
         edges = F.max_pool2d(edges, k, stride=1, padding=boundary_width)
-    return edges * one_hot
+    return edges * members
 
 
 def swce_weight_map(
@@ -89,11 +93,13 @@ def swce_weight_map(
     boundary_width: int = 1,
     class_weighting: bool = True,
     boundary_weighting: bool = True,
+    target_class: int = 1,
 ) -> torch.Tensor:
     """SW-CEL pixel weights ``B x H x W`` (float32, on ``target``'s device) from ``B x H x W``.
 
-    Class term |N|/|T_c| on T_c, boundary term |N|/|B_c| on B_c (see the module docstring);
-    with both terms off every weight is 1. Weights are ratios of pixel counts: unitless.
+    Class term |N|/|T_c| on T_c, boundary term |N|/|B| on the contour B of ``target_class``
+    (see the module docstring); with both terms off every weight is 1. Weights are ratios of
+    pixel counts: unitless.
     """
     if target.ndim != 3:
         raise ValueError(f"target must be B x H x W class indices, got shape {tuple(target.shape)}")
@@ -104,8 +110,8 @@ def swce_weight_map(
     if class_weighting:
         weights += (_inverse_count(one_hot) * one_hot).sum(dim=1)
     if boundary_weighting:
-        boundary = class_boundaries(one_hot, boundary_width)
-        weights += (_inverse_count(boundary) * boundary).sum(dim=1)
+        boundary = contour(one_hot[:, target_class : target_class + 1], boundary_width)
+        weights += (_inverse_count(boundary) * boundary)[:, 0]
     return weights
 
 

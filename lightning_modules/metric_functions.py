@@ -4,6 +4,12 @@ One entry per image (per slice for CT) in every array. ``SegmentationMetrics`` a
 the counts; these functions turn them into numbers, and anything that re-reads
 ``per_image.csv`` (sweeps, bootstrap intervals) can call them too. The empty-mask conventions
 are those of docs/design.md; NaN marks a value that is undefined for an image.
+
+Every set-level number is a mean over a named population (:data:`POPULATION`): the overlap
+metrics over the images whose ground truth has pneumothorax (the X-ray paper's PTX group, the
+EFA paper's pneumothorax slices), so an empty prediction scores 0 wherever there is something
+to find; pixel accuracy and specificity over every image, as the EFA paper defines them; the
+false-positive figures over the images without pneumothorax.
 """
 
 from __future__ import annotations
@@ -13,9 +19,39 @@ from numpy.typing import ArrayLike
 from scipy.ndimage import binary_erosion
 from scipy.spatial import cKDTree
 
+# Version of what a run record's numbers mean (metrics.json ``record_version``). 2: set-level
+# overlap metrics over the images with pneumothorax, ``dice_kaggle`` the all-image mean, the
+# diagnosis rule recorded. Readers refuse records of another version.
+RECORD_VERSION = 2
 PER_IMAGE_KEYS = ("acc", "dice", "iou", "sen", "spec", "mpa", "dsc")
 HAUSDORFF_KEYS = ("hd", "hd95")
 ALIASES = {"dsc1": "dice", "pa1": "sen"}  # the X-ray paper's names for the same numbers
+POSITIVE, NEGATIVE, ALL = "positive", "negative", "all"
+POPULATION = {  # key -> the test images its set-level value is taken over
+    **dict.fromkeys(("acc", "spec", "dice_kaggle", "dice_global", "iou_global"), ALL),
+    **dict.fromkeys(("dice", "iou", "sen", "mpa", "dsc", *HAUSDORFF_KEYS, "hd_max"), POSITIVE),
+    **dict.fromkeys(("dice_volume", "iou_volume"), POSITIVE),  # patients with pneumothorax
+    **dict.fromkeys(("empty_fp_rate", "neg_pred_area"), NEGATIVE),
+}
+# set-level keys where smaller is better (significance marks need the direction)
+LOWER_IS_BETTER = frozenset({*HAUSDORFF_KEYS, "hd_max", "empty_fp_rate", "neg_pred_area"})
+
+
+def population_of(key: str) -> str:
+    """The population of a key (aliases resolved); ``all`` for others (``diag_*``, counts)."""
+    return POPULATION.get(ALIASES.get(key, key), ALL)
+
+
+def in_population(true_area: ArrayLike, population: str) -> np.ndarray:
+    """bool N: which images belong to ``population`` given their ground-truth areas."""
+    positive = np.nan_to_num(np.asarray(true_area, dtype=np.float64)) > 0
+    if population == POSITIVE:
+        return positive
+    if population == NEGATIVE:
+        return ~positive
+    if population == ALL:
+        return np.ones_like(positive)
+    raise ValueError(f"unknown population {population!r}; use {POSITIVE}, {NEGATIVE} or {ALL}")
 
 
 def ratio(num: ArrayLike, den: ArrayLike, empty: float) -> np.ndarray:
@@ -125,6 +161,14 @@ def group_dice(groups: ArrayLike, tp: ArrayLike, fp: ArrayLike, fn: ArrayLike) -
     )
 
 
+def volume_dice(groups: ArrayLike, tp: ArrayLike, fp: ArrayLike, fn: ArrayLike) -> tuple:
+    """3-D Dice of each patient whose ground truth has pneumothorax (the headline population
+    of a per-volume Dice): ``(patients, dice)``, both of length P+, patients sorted."""
+    names, dice, _, _, _, true_area = group_dice(groups, tp, fp, fn)
+    keep = true_area > 0
+    return names[keep], dice[keep]
+
+
 def diagnosis_metrics(pred_ptx: ArrayLike, true_ptx: ArrayLike) -> dict[str, float]:
     """Image-level diagnosis metrics from predicted and true PTX calls (bool arrays N).
 
@@ -151,6 +195,7 @@ def set_metrics(
     fp: ArrayLike,
     fn: ArrayLike,
     patients: ArrayLike,
+    pred_ptx: ArrayLike,
 ) -> dict[str, float]:
     """Set-level numbers from the per-image values and counts of N distinct images.
 
@@ -159,27 +204,43 @@ def set_metrics(
             ``hd``/``hd95`` when computed).
         tp, fp, fn: int arrays N, confusion counts of the PTX class.
         patients: N patient keys, for the per-volume (per-patient) Dice.
+        pred_ptx: bool N, the diagnosis rule's call on each image.
     Returns:
-        for each key ``k``: ``k`` (mean where defined) and ``k_sd``; the aliases ``dsc1`` and
-        ``pa1``; ``dice_global``/``iou_global`` (pooled over all pixels), ``dice_pos`` (mean
-        over GT-positive images), ``dice_kaggle`` (mean over all images, SIIM convention),
-        ``dice_volume`` (mean over patients of their 3-D Dice), ``n_images``, ``n_positive``,
-        ``n_patients``.
+        for each key ``k``: ``k`` (mean over its :data:`POPULATION` where defined) and
+        ``k_sd``; the aliases ``dsc1`` and ``pa1``; ``dice_kaggle`` (mean over all images,
+        empty/empty = 1: the SIIM-ACR leaderboard convention, never a headline);
+        ``dice_global``/``iou_global`` (pooled over all pixels); ``dice_volume`` (mean over
+        the patients with pneumothorax of their 3-D Dice) and ``dice_volume_sd``; ``hd_max``
+        (largest HD over the PTX group, when computed); over the images without
+        pneumothorax ``empty_fp_rate`` (share called PTX by the rule) and ``neg_pred_area``
+        (mean predicted PTX area, pixels); the diagnosis numbers (:func:`diagnosis_metrics`,
+        all images); and the population sizes ``n_images``, ``n_positive``, ``n_negative``,
+        ``n_patients``, ``n_patients_positive``.
     """
     tp, fp, fn = (np.asarray(a, dtype=np.int64) for a in (tp, fp, fn))
+    pred_ptx = np.asarray(pred_ptx, dtype=bool)
+    positive = (tp + fn) > 0
     out: dict[str, float] = {}
     for key, v in values.items():
-        out[key], out[f"{key}_sd"] = mean_sd(v)
+        keep = in_population(tp + fn, population_of(key))
+        out[key], out[f"{key}_sd"] = mean_sd(v[keep])
     for alias, key in ALIASES.items():
         out[alias], out[f"{alias}_sd"] = out[key], out[f"{key}_sd"]
-    positive = (tp + fn) > 0
+    out["dice_kaggle"] = mean_sd(values["dice"])[0]
     out["dice_global"] = float(ratio(2 * tp.sum(), 2 * tp.sum() + fp.sum() + fn.sum(), 1.0))
     out["iou_global"] = float(ratio(tp.sum(), tp.sum() + fp.sum() + fn.sum(), 1.0))
-    out["dice_pos"] = mean_sd(values["dice"][positive])[0]
-    out["dice_kaggle"] = mean_sd(values["dice"])[0]
-    _, volume_dice, *_ = group_dice(patients, tp, fp, fn)
-    out["dice_volume"] = mean_sd(volume_dice)[0]
+    patients = np.asarray(patients)
+    with_ptx, dice_3d = volume_dice(patients, tp, fp, fn)
+    out["dice_volume"], out["dice_volume_sd"] = mean_sd(dice_3d)
+    if "hd" in values:
+        hd = values["hd"][positive]
+        out["hd_max"] = float(np.nanmax(hd)) if np.isfinite(hd).any() else float("nan")
+    out["empty_fp_rate"] = mean_sd(pred_ptx[~positive])[0]
+    out["neg_pred_area"] = mean_sd((tp + fp)[~positive])[0]
+    out.update(diagnosis_metrics(pred_ptx, positive))
     out["n_images"] = int(tp.size)
     out["n_positive"] = int(positive.sum())
-    out["n_patients"] = len(volume_dice)
+    out["n_negative"] = int((~positive).sum())
+    out["n_patients"] = len(np.unique(patients))
+    out["n_patients_positive"] = len(with_ptx)
     return out

@@ -17,7 +17,7 @@ from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_cat
 
 from lightning_modules import metric_functions as mf
-from lightning_modules.diagnosis import PAPER_MIN_AREA, PAPER_REFERENCE_SIZE, scaled_min_area
+from lightning_modules.diagnosis import PAPER_MIN_AREA, scaled_min_area
 
 _COUNTS = ("tp", "fp", "fn", "tn")
 
@@ -39,9 +39,10 @@ class SegmentationMetrics(Metric):
 
     Args:
         ids, patients: the dataset's item ids and patient keys, indexed by ``index``.
-        min_area, reference_size: the diagnosis area rule (``diagnosis.diagnose``): a
-            prediction is PTX when its area exceeds ``min_area`` pixels at
-            ``reference_size``, scaled to the evaluated grid.
+        min_area, reference_size: the area rule used when ``update`` gets no diagnosis
+            calls (``diagnosis.diagnose``): a prediction is PTX when its area exceeds
+            ``min_area`` pixels on the evaluated grid (``reference_size`` None, the paper's
+            rule) or at ``reference_size``, scaled to the evaluated grid.
         hausdorff: compute HD/HD95 (CPU work per image whose two masks are both non-empty;
             switch off for cheap validation). Off, the ``hd`` keys are absent from results.
         kwargs: passed to ``torchmetrics.Metric`` (``sync_on_compute``, ...).
@@ -59,7 +60,7 @@ class SegmentationMetrics(Metric):
         ids: Sequence[str],
         patients: Sequence[str],
         min_area: float = PAPER_MIN_AREA,
-        reference_size: int | Sequence[int] = PAPER_REFERENCE_SIZE,
+        reference_size: int | Sequence[int] | None = None,
         hausdorff: bool = True,
         **kwargs,
     ) -> None:
@@ -78,12 +79,20 @@ class SegmentationMetrics(Metric):
         for name in names:
             self.add_state(name, default=[], dist_reduce_fx="cat")
 
-    def update(self, pred: torch.Tensor, target: torch.Tensor, index: torch.Tensor) -> None:
+    def update(
+        self,
+        pred: torch.Tensor,
+        target: torch.Tensor,
+        index: torch.Tensor,
+        pred_ptx: torch.Tensor | None = None,
+    ) -> None:
         """Add a batch.
 
         Args:
             pred, target: ``B x H x W`` binary masks (bool or integer {0, 1}), any device.
             index: int64 ``B``, the items' positions in the dataset (``batch["index"]``).
+            pred_ptx: bool ``B``, the image-level calls of a diagnosis rule
+                (``DiagnosisRule.calls``); default: the area rule of this metric on ``pred``.
         """
         if pred.ndim != 3 or pred.shape != target.shape:
             raise ValueError(
@@ -100,10 +109,11 @@ class SegmentationMetrics(Metric):
         tn = p[0].numel() - tp - fp - fn
         for name, value in zip(("index", *_COUNTS), (index, tp, fp, fn, tn), strict=True):
             getattr(self, name).append(value)
-        # diagnose()'s rule on the areas just counted; uint8 since not every collective
-        # backend gathers bool tensors
-        threshold = scaled_min_area(self.min_area, p.shape[-2:], self.reference_size)
-        self.pred_ptx.append((pred_area > threshold).to(torch.uint8))
+        if pred_ptx is None:  # diagnose()'s rule on the areas just counted
+            threshold = scaled_min_area(self.min_area, p.shape[-2:], self.reference_size)
+            pred_ptx = pred_area > threshold
+        # uint8 since not every collective backend gathers bool tensors
+        self.pred_ptx.append(torch.as_tensor(pred_ptx, device=p.device).reshape(-1).to(torch.uint8))
         if self.hausdorff:
             hd, hd95 = self._hausdorff(p, t, both=(pred_area > 0) & (true_area > 0))
             self.hd.append(hd)
@@ -165,8 +175,9 @@ class SegmentationMetrics(Metric):
         """Set-level metrics (keys in docs/design.md), as Python numbers; NaN if undefined."""
         table = self._table()
         tp, fp, fn = table["tp"], table["fp"], table["fn"]
-        out = mf.set_metrics(self._values(table), tp, fp, fn, table["patient"])
-        out.update(mf.diagnosis_metrics(table["pred_ptx"], (tp + fn) > 0))
+        out = mf.set_metrics(
+            self._values(table), tp, fp, fn, table["patient"], table["pred_ptx"].astype(bool)
+        )
         if self.hausdorff:
             pred_empty, true_empty = (tp + fp) == 0, (tp + fn) == 0
             out["hd_n"] = int((~pred_empty & ~true_empty).sum())
@@ -209,7 +220,8 @@ class SegmentationMetrics(Metric):
         """One row per patient: 3-D (per-volume) Dice and IoU from the summed counts.
 
         Columns: ``patient``, ``n_images``, ``dice``, ``iou``, ``pred_area``, ``true_area``
-        (pixels, voxels for CT). ``dice_volume`` of ``compute`` is the mean of ``dice``.
+        (pixels, voxels for CT). ``dice_volume`` of ``compute`` is the mean of ``dice`` over
+        the patients with ``true_area`` > 0.
         """
         table = self._synced_table()
         names, dice, iou, n, pred_area, true_area = mf.group_dice(

@@ -5,20 +5,27 @@ optimiser and scheduler by name, so a paper comparison is a change of config val
 Train, validation and test share :meth:`SegmentationModule.model_step`; validation and test
 accumulate per-image confusion counts in a :class:`SegmentationMetrics` per stage (built in
 ``setup`` from the datamodule's datasets) and log every set-level key as ``val/<key>`` and
-``test/<key>``. Prediction is the argmax over classes (class 1 = pneumothorax).
+``test/<key>``. Prediction is the argmax over classes (class 1 = pneumothorax); the image-level
+call is the diagnosis rule's (``lightning_modules.diagnosis``) on the PTX probabilities. With
+the ``tuned`` rule, validating a checkpoint (the validation ``ptx fit`` runs on its best
+checkpoint) also chooses the rule's thresholds, which the test then applies.
 """
 
 from __future__ import annotations
 
 import inspect
+import logging
 
 import pytorch_lightning as pl
 import torch
 
-from lightning_modules.diagnosis import PAPER_MIN_AREA
+from lightning_modules.diagnosis import PAPER_MIN_AREA, RULES, DiagnosisRule
 from lightning_modules.losses import create_loss
 from lightning_modules.metrics import SegmentationMetrics
 from lightning_modules.nets import create_model, model_entry
+from lightning_modules.postprocessing import ThresholdCounts, tune_rule
+
+log = logging.getLogger("ptx.run")
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "cosine", "step", "plateau")
@@ -42,7 +49,11 @@ class SegmentationModule(pl.LightningModule):
         scheduler: ``none``, ``cosine``, ``step`` or ``plateau``; ``scheduler_kwargs`` go to
             it (see ``lightning_modules.optim``). ``plateau`` follows ``monitor``.
         monitor: the metric the best checkpoint, early stopping and ``plateau`` follow.
-        min_area: diagnosis area rule in pixels at the datamodule's ``native_size``.
+        diagnosis_rule: ``paper`` (more than ``min_area`` predicted PTX pixels on the grid
+            the network predicts on), ``scaled`` (``min_area`` at the datamodule's
+            ``native_size``, scaled to that grid) or ``tuned`` (thresholds and minimum area
+            chosen on the validation set; see ``lightning_modules.postprocessing``).
+        min_area: the rule's area in pixels (paper: 50).
         val_hausdorff: also compute HD/HD95 at validation (CPU work each epoch); the test
             stage always computes them.
         channels_last: NHWC memory format for network and inputs (faster convolutions with
@@ -66,6 +77,7 @@ class SegmentationModule(pl.LightningModule):
         scheduler: str = "none",
         scheduler_kwargs: dict | None = None,
         monitor: str = "val/dice",
+        diagnosis_rule: str = "paper",
         min_area: float = PAPER_MIN_AREA,
         val_hausdorff: bool = False,
         channels_last: bool = False,
@@ -86,6 +98,10 @@ class SegmentationModule(pl.LightningModule):
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
+        if diagnosis_rule not in RULES:
+            raise ValueError(f"unknown diagnosis_rule {diagnosis_rule!r}; use one of {RULES}")
+        self.rule: DiagnosisRule | None = None  # built in setup (``scaled`` needs the data)
+        self.threshold_counts = ThresholdCounts()
         self.metrics: dict[str, SegmentationMetrics] = {}
         self.results: dict[str, dict[str, float]] = {}  # last set-level metrics per stage
         self.per_image: dict[str, list[dict]] = {}  # last per-image rows per stage (test)
@@ -95,16 +111,22 @@ class SegmentationModule(pl.LightningModule):
         return self.net(images.contiguous(memory_format=self.memory_format))
 
     def model_step(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """Loss (scalar, float32) and predicted masks (``B x H x W`` int64, argmax) of a batch."""
+        """Loss (scalar, float32) and logits (``B x classes x H x W``) of a batch."""
         logits = self(batch["image"])
         loss = self.criterion(logits.float(), batch["mask"])  # fp32 loss under mixed precision
-        return loss, logits.argmax(1)
+        return loss, logits
 
     # ---- stages ---------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
         """Build the metric objects of the stages about to run from the datamodule's datasets."""
         wanted = {"fit": ("val",), "validate": ("val",), "test": ("test",)}.get(stage, ())
         datamodule = getattr(self.trainer, "datamodule", None)
+        if self.rule is None:
+            h = self.hparams
+            reference = (
+                getattr(datamodule, "native_size", None) if h.diagnosis_rule == "scaled" else None
+            )
+            self.rule = DiagnosisRule(h.diagnosis_rule, h.min_area, reference_size=reference)
         for name in wanted:
             dataset = getattr(datamodule, f"{name}_dataset", None)
             if dataset is None:
@@ -115,8 +137,6 @@ class SegmentationModule(pl.LightningModule):
             metric = SegmentationMetrics(
                 ids=dataset.ids,
                 patients=dataset.patients,
-                min_area=self.hparams.min_area,
-                reference_size=datamodule.native_size,
                 hausdorff=name == "test" or self.hparams.val_hausdorff,
             )
             # an attribute, so Lightning moves it to the device with the network
@@ -129,10 +149,20 @@ class SegmentationModule(pl.LightningModule):
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=size)
         return loss
 
+    @property
+    def _tuning(self) -> bool:
+        """Validating a checkpoint with the ``tuned`` rule: choose its thresholds now."""
+        return self.rule.rule == "tuned" and self.trainer.state.fn == "validate"
+
     def _eval_step(self, stage: str, batch: dict) -> dict:
-        loss, pred = self.model_step(batch)
+        loss, logits = self.model_step(batch)
+        pred = logits.argmax(1)
+        probabilities = logits.float().softmax(1)[:, 1]
         self.log(f"{stage}/loss", loss, on_epoch=True, sync_dist=True, batch_size=len(pred))
-        self.metrics[stage].update(pred, batch["mask"], batch["index"])
+        calls = self.rule.calls(probabilities)
+        self.metrics[stage].update(pred, batch["mask"], batch["index"], calls)
+        if stage == "val" and self._tuning:
+            self.threshold_counts.update(probabilities, batch["mask"], batch["index"])
         return {"pred": pred}  # the overlay callback picks its images from here
 
     def validation_step(self, batch: dict, batch_idx: int) -> dict:
@@ -148,6 +178,14 @@ class SegmentationModule(pl.LightningModule):
             return
         results = metric.compute()  # collective under DDP: every rank gets the same values
         self.results[stage] = results
+        if stage == "val" and self._tuning:
+            self.rule = tune_rule(self.threshold_counts.compute(), self.threshold_counts.grid)
+            self.threshold_counts.reset()
+            log.info(
+                "diagnosis rule %s (val Kaggle Dice %.4f)",
+                self.rule.describe(),
+                self.rule.objective,
+            )
         if stage == "test":
             self.per_image[stage] = metric.per_image()
         logged = {f"{stage}/{k}": float(v) for k, v in results.items()}

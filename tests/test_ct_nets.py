@@ -81,10 +81,13 @@ def test_transunet_lite_is_the_papers_table_6_row():
 def test_efa_net_real_size_is_not_the_papers():
     model = on_meta("efa_net")
     params = count_parameters(model)
-    # EfficientNet-b5 without the classifier head smp keeps unused, + the FA decoder
-    assert params == 27_287_248 + 983_650 == count_parameters(model.encoder) + 983_650
+    # EfficientNet-b5 without the classifier head smp keeps unused, + the five-level FA decoder
+    assert params == 28_428_362 == count_parameters(model.encoder) + 1_141_114
     assert params > 50 * 0.432e6  # the paper's 0.432 M is a profiler artefact (docs/models.md)
-    assert count_gmacs(model) == pytest.approx(4.81, abs=0.01)
+    assert count_gmacs(model) == pytest.approx(10.46, abs=0.01)
+    four = on_meta("efa_net", levels=(2, 3, 4, 5))  # the IFA reference's four levels
+    assert count_parameters(four) == 27_287_248 + 983_650
+    assert count_gmacs(four) == pytest.approx(4.81, abs=0.01)
 
 
 def test_encoder_ablation_data():

@@ -85,7 +85,7 @@ def test_factorised_first_layer_equals_equation_4():
     """The decoder equals the literal concatenation [psi_i(dx_i), z_i*] -> MLP of eq. (4)."""
     decoder = FeatureAlignmentDecoder(CHANNELS).double().eval()
     features = fake_features(dtype=torch.float64)
-    query = features[2].shape[-2:]
+    query = features[1].shape[-2:]  # five levels: queries at stride 2
     parts = []
     for level, project, encode in zip(
         decoder.levels, decoder.projections, decoder.encodings, strict=True
@@ -94,7 +94,7 @@ def test_factorised_first_layer_equals_equation_4():
         psi = encode(offsets).expand(2, -1, -1, -1)
         parts += [psi, nearest_codes(project(features[level]), query)]
     points = torch.cat(parts, dim=1)
-    assert points.shape == (2, 4 * (26 + 256), 16, 24)  # 1128 channels per query point
+    assert points.shape == (2, 5 * (26 + 256), 32, 48)  # 1410 channels per query point
     logits = decoder.mlp(decoder.first(points))
     expected = F.interpolate(logits, size=(64, 96), mode="bilinear", align_corners=False)
     with torch.no_grad():
@@ -110,6 +110,26 @@ def test_output_resolution_equals_input_resolution():
         assert decoder(fake_features()).shape == (2, 2, 64, 96)
 
 
+def test_decoding_at_the_input_grid_needs_no_upsampling():
+    """Queries at the input's pixel centres: the same eq. (4) at four times the points."""
+    features = fake_features(dtype=torch.float64)
+    decoder = FeatureAlignmentDecoder(CHANNELS, decode_at_input=True).double().eval()
+    parts = []
+    for level, project, encode in zip(
+        decoder.levels, decoder.projections, decoder.encodings, strict=True
+    ):
+        offsets = relative_coordinates(features[level].shape[-2:], (64, 96), dtype=torch.float64)
+        parts += [encode(offsets).expand(2, -1, -1, -1)]
+        parts += [nearest_codes(project(features[level]), (64, 96))]
+    with torch.no_grad():
+        expected = decoder.mlp(decoder.first(torch.cat(parts, dim=1)))
+        out = decoder(features)
+    assert out.shape == (2, 2, 64, 96)
+    assert torch.allclose(out, expected, atol=1e-10)
+    # the finest level's offsets are no longer all 0: each input pixel has its own
+    assert relative_coordinates((32, 48), (64, 96)).abs().min() == pytest.approx(0.5, abs=1e-5)
+
+
 def test_gradients_reach_every_level_projection():
     decoder = FeatureAlignmentDecoder(CHANNELS)
     decoder(fake_features()).logsumexp(dim=1).mean().backward()
@@ -122,14 +142,20 @@ def test_gradients_reach_every_level_projection():
         assert encode.weight.grad.abs().sum() > 0
 
 
-def test_reference_parameter_count_on_efficientnet_b5_levels():
-    # EfficientNet-b5 levels 1/4..1/32: 40, 64, 176, 512 channels
-    decoder = FeatureAlignmentDecoder((1, 48, 40, 64, 176, 512))
-    projections = (40 + 64 + 176 + 512) * 256 + 4 * 256 + 4 * 2 * 256  # conv w + b, BN
-    encodings = 4 * 12 * 2
-    mlp = (1128 * 512 + 512) + 2 * 512 + (512 * 256 + 256) + 2 * 256
+@pytest.mark.parametrize(
+    "levels, total",
+    [((1, 2, 3, 4, 5), 1_141_114), ((2, 3, 4, 5), 983_650)],  # EFA paper's five, IFA's four
+)
+def test_parameter_count_on_efficientnet_b5_levels(levels, total):
+    # EfficientNet-b5 levels 1/2..1/32: 48, 40, 64, 176, 512 channels
+    channels = (1, 48, 40, 64, 176, 512)
+    decoder = FeatureAlignmentDecoder(channels, levels=levels)
+    n = len(levels)
+    projections = sum(channels[i] for i in levels) * 256 + n * 256 + n * 2 * 256  # w, b, BN
+    encodings = n * 12 * 2
+    mlp = (n * (26 + 256) * 512 + 512) + 2 * 512 + (512 * 256 + 256) + 2 * 256
     mlp += (256 * 256 + 256) + 2 * 256 + (256 * 2 + 2)
-    assert sum(p.numel() for p in decoder.parameters()) == projections + encodings + mlp == 983_650
+    assert sum(p.numel() for p in decoder.parameters()) == projections + encodings + mlp == total
 
 
 def test_non_divisible_input_is_refused():

@@ -19,25 +19,26 @@ MASK = """
 0000000
 0000000
 """
-# Hand-drawn boundary sets. T: PTX not on the boundary, E: PTX boundary (B_1),
-# b: background boundary (B_0), '.': background elsewhere. Width 0: the edge pixels only
-# (a neighbour of the other class among the 8; the image border is no neighbour).
+# Hand-drawn boundary contour B of the PTX class. T: PTX not on the contour, E: on it,
+# '.': background (which has no boundary term: the paper draws the target's contour only).
+# Width 0: the edge pixels only (a background pixel among the 8 neighbours; the image border
+# is no neighbour).
 BOUNDARY_WIDTH_0 = """
-bbbb...
-EEEbb..
-TTEEb..
-EEEbb..
-bbbb...
+.......
+EEE....
+TTEE...
+EEE....
+.......
 .......
 """
-# Width 1: the edges dilated by one 3x3 step, each kept inside its own class.
+# Width 1: the edge dilated by one 3x3 step, kept inside the pneumothorax: all of this one.
 BOUNDARY_WIDTH_1 = """
-bbbbbb.
-EEEbbb.
-EEEEbb.
-EEEbbb.
-bbbbbb.
-bbbbb..
+.......
+EEE....
+EEEE...
+EEE....
+.......
+.......
 """
 
 
@@ -50,25 +51,19 @@ def mask_tensor(drawing: str = MASK) -> torch.Tensor:
 
 
 def hand_weights(drawing: str, boundary: bool = True) -> torch.Tensor:
-    """w = |N|/|T_c| on T_c + |N|/|B_c| on B_c, counted from the drawing."""
+    """w = |N|/|T_c| on T_c + |N|/|B| on the PTX contour B, counted from the drawing."""
     cells = "".join(grid(drawing))
     n, t1 = len(cells), sum(ch in "TE" for ch in cells)
-    t0, b1, b0 = n - t1, cells.count("E"), cells.count("b")
-    value = {
-        "T": n / t1,
-        "E": n / t1 + (n / b1 if boundary else 0),
-        "b": n / t0 + (n / b0 if boundary else 0),
-        ".": n / t0,
-    }
+    t0, b1 = n - t1, cells.count("E")
+    value = {"T": n / t1, "E": n / t1 + (n / b1 if boundary else 0), ".": n / t0}
     return torch.tensor([[value[ch] for ch in row] for row in grid(drawing)])[None]
 
 
 def test_hand_drawing_counts():
-    # the drawings themselves: 42 pixels, 10 PTX, boundaries 8/13 at width 0 and 10/25 at 1
+    # the drawings themselves: 42 pixels, 10 PTX, contours of 8 (width 0) and 10 (width 1)
     cells0, cells1 = "".join(grid(BOUNDARY_WIDTH_0)), "".join(grid(BOUNDARY_WIDTH_1))
     assert (len(cells0), cells0.count("E") + cells0.count("T")) == (42, 10)
-    assert (cells0.count("E"), cells0.count("b")) == (8, 13)
-    assert (cells1.count("E"), cells1.count("b")) == (10, 25)
+    assert (cells0.count("E"), cells1.count("E")) == (8, 10)
     assert mask_tensor().sum() == 10
 
 
@@ -82,7 +77,7 @@ def test_weight_map_values_at_width_0():
     weights = swce_weight_map(mask_tensor(), boundary_width=0)
     assert weights[0, 2, 0].item() == pytest.approx(42 / 10)  # interior PTX: class term only
     assert weights[0, 1, 0].item() == pytest.approx(42 / 10 + 42 / 8)  # PTX edge
-    assert weights[0, 0, 0].item() == pytest.approx(42 / 32 + 42 / 13)  # background edge
+    assert weights[0, 0, 0].item() == pytest.approx(42 / 32)  # background by the contour
     assert weights[0, 5, 6].item() == pytest.approx(42 / 32)  # far background
 
 
@@ -101,11 +96,11 @@ def test_weight_map_is_computed_per_image():
 
 
 def test_uniform_prediction_gives_class_and_boundary_count_times_log2():
-    # CE is ln 2 everywhere and mean(w) = #classes present + #boundary sets present
+    # CE is ln 2 everywhere and mean(w) = #classes present + #PTX contours present
     logits = torch.zeros(2, 2, 6, 7)
     target = torch.cat([mask_tensor(), torch.zeros(1, 6, 7, dtype=torch.int64)])
     ln2 = math.log(2)
-    assert create_loss("swce")(logits, target).item() == pytest.approx((4 + 1) / 2 * ln2)
+    assert create_loss("swce")(logits, target).item() == pytest.approx((3 + 1) / 2 * ln2)
     assert create_loss("wce")(logits, target).item() == pytest.approx((2 + 1) / 2 * ln2)
     assert create_loss("ce")(logits, target).item() == pytest.approx(ln2)
 

@@ -109,11 +109,20 @@ def test_empty_conventions():
         assert math.isnan(row["hd"]) and math.isnan(row["hd95"])
     assert covered["hd"] == 0.0  # identical non-empty masks
     values = m.compute()
-    assert values["dice"] == pytest.approx((1 + 0 + 0 + 1) / 4)
-    assert values["dice_pos"] == pytest.approx(0.5)
-    assert values["sen"] == pytest.approx(0.5)  # mean over the two GT-positive images
-    assert values["spec"] == pytest.approx((1 + 1 + 63 / 64) / 3)  # the covered image: NaN
-    assert (values["n_images"], values["n_positive"], values["hd_n"]) == (4, 2, 1)
+    # headline overlap metrics over the two images with pneumothorax: missed 0, covered 1
+    assert values["dice"] == values["dsc1"] == values["iou"] == pytest.approx(0.5)
+    assert values["sen"] == pytest.approx(0.5)
+    # DSC: mean of the background and PTX Dice; missed: (120 / 124 + 0) / 2, covered: 1
+    assert values["dsc"] == pytest.approx(((120 / 124 + 0) / 2 + 1) / 2)
+    assert values["mpa"] == pytest.approx((0.5 + 1) / 2)
+    assert values["dice_kaggle"] == pytest.approx((1 + 0 + 0 + 1) / 4)  # all four, SIIM's
+    # accuracy and specificity over every image (the covered image has no specificity)
+    assert values["spec"] == pytest.approx((1 + 1 + 63 / 64) / 3)
+    assert values["acc"] == pytest.approx((1 + 60 / 64 + 63 / 64 + 1) / 4)
+    # the two images without pneumothorax: 1 false pixel is below the paper's 50 px
+    assert values["empty_fp_rate"] == 0.0 and values["neg_pred_area"] == pytest.approx(0.5)
+    assert (values["n_images"], values["n_positive"], values["n_negative"]) == (4, 2, 2)
+    assert values["hd_n"] == 1 and values["hd_max"] == 0.0
     skipped = [values[f"hd_skipped_{k}_empty"] for k in ("pred", "true", "both")]
     assert skipped == [1, 1, 1]
 
@@ -143,9 +152,9 @@ def test_kaggle_decomposition_identity(seed):
     pi = values["n_positive"] / values["n_images"]
     empty_share = sum(r["pred_area"] == 0 for r in negatives) / len(negatives)
     assert 0 < pi < 1 and 0 < empty_share < 1  # both terms really contribute
-    expected = pi * values["dice_pos"] + (1 - pi) * empty_share
+    expected = pi * values["dice"] + (1 - pi) * empty_share  # dice: over the positives
     assert values["dice_kaggle"] == pytest.approx(expected, rel=1e-12)
-    assert values["dice_kaggle"] == values["dice"]
+    assert values["dice_kaggle"] == pytest.approx(np.mean([r["dice"] for r in rows]))
     tp, fp, fn = (sum(r[k] for r in rows) for k in ("tp", "fp", "fn"))
     assert values["dice_global"] == pytest.approx(2 * tp / (2 * tp + fp + fn))
     assert values["iou_global"] == pytest.approx(tp / (tp + fp + fn))
@@ -192,10 +201,11 @@ def test_per_volume_dice_two_patients():
     a2 = _masks((4, 4), [(3, 3), (3, 2)])  # slice 2: 2 FP on an empty slice
     b_true = _masks((4, 4), [(0, 0), (0, 1), (0, 2), (0, 3)])
     b_pred = _masks((4, 4), [(0, 0)])  # patient b: TP 1, FN 3
-    pred, true = torch.stack([a1, a2, b_pred]), torch.stack([a1, z, b_true])
-    m = _metric(3, patients=["a", "a", "b"])
-    m.update(pred, true, torch.arange(3))
-    a, b = m.per_patient()
+    c_pred = _masks((4, 4), [(2, 2)])  # patient c: no pneumothorax, one false pixel
+    pred, true = torch.stack([a1, a2, b_pred, c_pred]), torch.stack([a1, z, b_true, z])
+    m = _metric(4, patients=["a", "a", "b", "c"])
+    m.update(pred, true, torch.arange(4))
+    a, b, c = m.per_patient()
     assert a == {
         "patient": "a",
         "n_images": 2,
@@ -205,10 +215,25 @@ def test_per_volume_dice_two_patients():
         "true_area": 4,
     }
     assert b["patient"] == "b" and b["dice"] == pytest.approx(2 / 5) and b["iou"] == 0.25
+    assert (c["dice"], c["true_area"]) == (0.0, 0)
     values = m.compute()
+    # 3-D Dice over the patients with pneumothorax; c (none) is not in the mean
     assert values["dice_volume"] == pytest.approx((0.8 + 0.4) / 2)
-    assert values["dice"] == pytest.approx((1 + 0 + 0.4) / 3)  # per slice differs
-    assert values["n_patients"] == 2
+    assert values["dice_volume_sd"] == pytest.approx(np.std([0.8, 0.4], ddof=1))
+    assert values["dice"] == pytest.approx((1 + 0.4) / 2)  # per slice, the 2 positive slices
+    assert (values["n_patients"], values["n_patients_positive"]) == (3, 2)
+
+
+def test_a_network_that_predicts_nothing_scores_zero_on_every_headline():
+    pred, true = _random_set(20, seed=9)
+    m = _metric(20, patients=[f"p{i // 4}" for i in range(20)])
+    m.update(torch.zeros_like(pred), true, torch.arange(20))
+    values = m.compute()
+    assert values["n_positive"] == 10
+    for key in ("dice", "dsc1", "iou", "sen", "pa1", "dice_volume", "dice_global", "diag_sen"):
+        assert values[key] == 0.0, key
+    assert values["dice_kaggle"] == pytest.approx(0.5)  # what the Kaggle mean would give it
+    assert values["empty_fp_rate"] == 0.0 and values["diag_spec"] == 1.0
 
 
 def test_one_batch_many_batches_and_shuffled_order_agree():

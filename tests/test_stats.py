@@ -44,7 +44,7 @@ def test_paired_t_and_wilcoxon_match_hand_computation():
     # (subsets {}, {1}, {2}, {3}, {1, 2}) = 10 / 32
     assert result.w_stat == 3.0
     assert result.p_wilcoxon == pytest.approx(10 / 32, rel=1e-12)
-    assert result.mark == ""
+    assert result.verdict() == ""
 
 
 def test_nan_is_dropped_pairwise_and_missing_ids_ignored():
@@ -64,14 +64,15 @@ def test_identical_values_give_p_one_without_warnings():
         warnings.simplefilter("error")
         result = stats.paired_tests(["a", "b", "c"], [0.5, 1.0, 0.0], ["c", "b", "a"], [0, 1, 0.5])
     assert (result.n, result.p_t, result.p_wilcoxon, result.mean_diff) == (3, 1.0, 1.0, 0.0)
-    assert result.mark == ""
+    assert result.verdict() == ""
 
 
 def test_constant_shift_is_significant_and_too_few_pairs_is_nan():
     ids = [str(i) for i in range(8)]
     values = np.arange(8) / 8  # exact binary fractions: every difference is exactly 0.125
     shifted = stats.paired_tests(ids, values + 0.125, ids, values)
-    assert shifted.p_t == 0.0 and shifted.mark == "*"
+    assert shifted.p_t == 0.0 and shifted.verdict() == "better"
+    assert shifted.verdict(higher_is_better=False) == "worse"  # e.g. a larger HD
     assert shifted.p_wilcoxon == pytest.approx(2 / 2**8)  # all 8 ranks positive, exact
     one = stats.paired_tests(["a", "b"], [1.0, np.nan], ["a", "b"], [0.5, 0.2])
     assert one.n == 1 and math.isnan(one.p_t) and math.isnan(one.p_wilcoxon)
@@ -151,7 +152,18 @@ def test_mean_sd_and_seed_averaging():
     assert values.tolist() == pytest.approx([0.3, 0.5, 0.5])
 
 
-def test_significance_mark():
-    assert stats.significance_mark(0.049) == "*"
-    assert stats.significance_mark(0.05) == ""
-    assert stats.significance_mark(float("nan")) == ""
+def test_verdict_has_a_direction():
+    assert stats.verdict(0.049, 0.1) == "better"
+    assert stats.verdict(0.049, -0.1) == "worse"
+    assert stats.verdict(0.049, -0.1, higher_is_better=False) == "better"
+    assert stats.verdict(0.05, 0.1) == ""
+    assert stats.verdict(float("nan"), 0.1) == ""
+    assert stats.verdict(0.01, 0.0) == ""
+
+
+def test_independent_t_is_students_two_sample_test():
+    a, b = [0.9, 0.8, np.nan, 0.7, 0.85], [0.5, 0.6, 0.4]
+    expected = sps.ttest_ind([0.9, 0.8, 0.7, 0.85], b, equal_var=True).pvalue
+    assert stats.independent_t(a, b) == pytest.approx(expected, rel=1e-12)
+    assert stats.independent_t([0.3, 0.2], [0.2, 0.3]) == 1.0
+    assert math.isnan(stats.independent_t([0.5], b))

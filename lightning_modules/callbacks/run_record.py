@@ -22,6 +22,8 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
+from lightning_modules.metric_functions import RECORD_VERSION
+
 log = logging.getLogger("ptx.run")
 
 
@@ -116,6 +118,7 @@ class RunRecord(pl.Callback):
             if self._times_fit and self.resumed:
                 self._earlier_wall_time = float(self.record.get("wall_time_s") or 0.0)
             self.record.update(self.info)
+            self.record["record_version"] = RECORD_VERSION
             if self.complexity is not None and trainer.is_global_zero:
                 self.record["params"], self.record["gmacs"] = self.complexity()
             self.record.setdefault("status", "created")
@@ -164,20 +167,33 @@ class RunRecord(pl.Callback):
         self._write(trainer)
 
     def on_test_end(self, trainer, pl_module) -> None:
-        self.record["test"] = pl_module.results["test"]
+        self.record["test"] = test = pl_module.results["test"]
         self.record["test_checkpoint"] = Path(trainer.ckpt_path or "").name or None
+        self.record["diagnosis"] = pl_module.rule.to_dict()
         self.record["status"] = "finished"
         self._write(trainer)
-        if trainer.is_global_zero:
-            write_per_image(self.run_dir / "per_image.csv", pl_module.per_image["test"])
-            test = self.record["test"]
-            log.info(
-                "run record %s: test dice %.4f, dice_pos %.4f, dice_global %.4f (%d images)",
-                self.run_dir,
-                test["dice"],
-                test["dice_pos"],
-                test["dice_global"],
-                test["n_images"],
+        if not trainer.is_global_zero:
+            return
+        rows = pl_module.per_image["test"]
+        write_per_image(self.run_dir / "per_image.csv", rows)
+        log.info(
+            "run record %s: test dice %.4f over %d images with pneumothorax (%d patients), "
+            "3-D dice %.4f, empty-image false positives %.3f, Kaggle dice %.4f (%d images)",
+            self.run_dir,
+            test["dice"],
+            test["n_positive"],
+            test["n_patients_positive"],
+            test["dice_volume"],
+            test["empty_fp_rate"],
+            test["dice_kaggle"],
+            test["n_images"],
+        )
+        if rows and not any(row["pred_area"] for row in rows):
+            log.warning(
+                "%s predicted no pneumothorax on any of its %d test images: it has not learnt "
+                "to segment (its dice is 0); train longer or check the learning rate",
+                self.info.get("name", self.run_dir.name),
+                len(rows),
             )
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:

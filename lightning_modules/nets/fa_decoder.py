@@ -105,30 +105,36 @@ class FeatureAlignmentDecoder(nn.Module):
 
     ``features`` follow the smp encoder contract: ``features[0]`` is the input (it gives the
     output size) and ``features[i]`` has stride ``2**i`` and ``encoder_channels[i]`` channels.
-    ``levels`` picks the levels used (reference: strides 4, 8, 16, 32); queries are the pixel
-    centres of the finest of them; logits come out there and are bilinearly upsampled.
+    ``levels`` picks the levels used: the EFA paper's five, ``{F_i}, i = 1..5`` (strides 2 to
+    32; eq. 4, Fig. 3) by default, the IFA reference code's four (strides 4 to 32,
+    ``levels=(2, 3, 4, 5)``) as a named variant. Queries are the pixel centres of the finest
+    used level; logits come out there and are bilinearly upsampled to the input. With
+    ``decode_at_input`` the queries are the input's own pixel centres instead (the continuous
+    field needs no upsampling, as the paper notes), at four times the MLP cost of stride 2.
 
     Memory: the per-point MLP is a stack of 1x1 convs on the query grid. Its first layer is
     linear in the concatenation of eq. (4), so it is split per level: the code part
     ``W_z z`` runs at the level's own resolution and is then picked by nearest-code sampling
     (selection commutes with a pointwise linear map), and the position part ``W_psi psi`` is
-    batch-independent. The ``B x L(C + 26) x H/4 x W/4`` concatenation (1128 channels with
-    the defaults) is never built: activations scale as ``B x (H/4)(W/4) x ~(2 x 512 + 3 x 256)``
-    floats for the MLP plus ``B x C x sum_i H_i W_i`` (< 1.34 ``B x C x (H/4)(W/4)``) for the
-    projections, i.e. linearly in batch and pixels. It is the same function as the literal
-    concatenation; at 256 x 256 on EfficientNet-b5 it takes 1.82 instead of 3.25 GMACs and
-    saves 56 instead of 68 MiB of activations per image for the backward pass.
+    batch-independent. The ``B x L(C + 26) x h x w`` concatenation (1410 channels with five
+    levels) is never built: activations scale as ``B x h w x ~(2 x 512 + 3 x 256)`` floats
+    for the MLP plus ``B x C x sum_i H_i W_i`` for the projections, i.e. linearly in batch
+    and pixels. It is the same function as the literal concatenation. Measured at 256 x 256
+    on EfficientNet-b5 (decoder only): five levels, queries at stride 2: 7.46 GMACs, 324 MiB
+    of activations kept per image for the backward pass; four levels at stride 4: 1.82
+    GMACs, 83 MiB; five levels decoded at the input grid: 20.4 GMACs, 951 MiB.
     """
 
     def __init__(
         self,
         encoder_channels: Sequence[int],
         classes: int = 2,
-        levels: Sequence[int] = (2, 3, 4, 5),
+        levels: Sequence[int] = (1, 2, 3, 4, 5),
         channels: int = 256,
         mlp_channels: Sequence[int] = (512, 256, 256),
         frequencies: int = 6,
         max_exponent: float = 6.0,
+        decode_at_input: bool = False,
     ) -> None:
         super().__init__()
         levels = tuple(levels)
@@ -141,6 +147,7 @@ class FeatureAlignmentDecoder(nn.Module):
             )
         self.levels = levels
         self.channels = channels
+        self.decode_at_input = decode_at_input
         self.projections = nn.ModuleList(
             _conv_bn_relu(encoder_channels[i], channels) for i in levels
         )
@@ -158,7 +165,8 @@ class FeatureAlignmentDecoder(nn.Module):
     def forward(self, features: Sequence[Tensor]) -> Tensor:
         """``features`` (smp encoder output) -> logits ``B x classes x H x W`` (H, W of input)."""
         output_size = features[0].shape[-2:]
-        query_size = tuple(features[self.levels[0]].shape[-2:])
+        query_level = 0 if self.decode_at_input else self.levels[0]
+        query_size = tuple(features[query_level].shape[-2:])
         weight = self.first.weight
         hidden = self.first.bias.view(1, -1, 1, 1)
         start = 0
@@ -177,4 +185,6 @@ class FeatureAlignmentDecoder(nn.Module):
             hidden = hidden + nearest_codes(codes, query_size)
             hidden = hidden + F.conv2d(encode(offsets).unsqueeze(0), w_psi)
         logits = self.mlp(hidden)
+        if logits.shape[-2:] == output_size:
+            return logits
         return F.interpolate(logits, size=output_size, mode="bilinear", align_corners=False)
