@@ -39,14 +39,17 @@ phantom: install  ## write both phantoms under data/phantom (DIR=... to change)
 	$(PTX) phantom ct --out $(or $(DIR),data/phantom)/ct --patients 8 --size 256 --slices 48
 	$(PTX) phantom xray --out $(or $(DIR),data/phantom)/xray --patients 40 --size 512
 
-.PHONY: model-table bench bench-data
+.PHONY: model-table bench bench-data bench-train
 model-table: install  ## parameters and GMACs of every registered model, beside the papers'
 	$(PTX) model-table
 
 bench-data: install  ## DataLoader slices/s from raw DICOM vs from the preprocessing cache
 	$(PY) -m benchmarks.data_loading
 
-bench: bench-data
+bench-train: install  ## LightningModule + Trainer vs a plain PyTorch loop: img/s and ratio
+	$(PY) -m benchmarks.train_loop
+
+bench: bench-data bench-train
 
 .PHONY: train
 # make train EXP=ct/efa_net [PROFILE=quick|paper|auto] [DATA=/path] [SEED=0] [ARGS='--trainer.max_epochs 5']

@@ -189,8 +189,10 @@ class SegmentationDataModule(pl.LightningDataModule):
         return out
 
     def prepare_data(self) -> None:
-        # Lightning calls this on one process per node: decode everything once, here.
-        self._cached_cases(self.discover_cases(self._ensure_data()))
+        # Lightning calls this on one process per node before each stage: decode everything
+        # once, here; after the first setup() the cache is known to be complete.
+        if self.train_dataset is None:
+            self._cached_cases(self.discover_cases(self._ensure_data()))
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_dataset is not None:

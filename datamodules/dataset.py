@@ -28,7 +28,8 @@ class SliceDataset(Dataset):
     """One item per 2-D slice (CT) or radiograph (X-ray), read from memory-mapped arrays.
 
     Each item is a dict: ``image`` float32 ``in_channels x H x W`` in [0, 1] (grey replicated
-    to the channels), ``mask`` int64 ``H x W`` in {0, 1}, ``index`` (int, the item's position
+    to the channels), ``mask`` uint8 ``H x W`` in {0, 1} (an eighth of int64's bytes through
+    the DataLoader; the module makes the loss's class indices), ``index`` (int, the item's position
     here), ``id`` and ``patient`` (str, both non-identifying). Arrays are opened lazily in each
     process, so the dataset pickles cheaply into DataLoader workers whatever the start method.
     """
@@ -92,7 +93,7 @@ class SliceDataset(Dataset):
         case, slc = int(self.case_index[index]), int(self.slice_index[index])
         images, masks = self._open(case)
         image = torch.from_numpy(np.asarray(images[slc], dtype=np.float32))[None]
-        mask = torch.from_numpy(np.asarray(masks[slc], dtype=np.int64))
+        mask = torch.from_numpy(np.asarray(masks[slc], dtype=np.uint8))
         image = image.expand(self.in_channels, -1, -1).contiguous()
         if self.hflip:
             image, mask = random_hflip(image, mask)

@@ -60,5 +60,9 @@ def choose_profile(profile: str, data_given: bool, gpu: bool) -> tuple[str, str 
             "profile auto -> quick: no --data given and no GPU, so the phantom at a small "
             "size for a few epochs (--profile paper for the papers' settings)"
         )
-    reason = "data given" if data_given else "a GPU is present"
-    return "paper", f"profile auto -> paper: {reason} (--profile quick for a short run)"
+    if data_given:
+        return "paper", "profile auto -> paper: data given (--profile quick for a short run)"
+    return "paper", (
+        "profile auto -> paper: a GPU is present and no --data given, so the phantom at the "
+        "paper's scale (generated once; --profile quick for a short run)"
+    )

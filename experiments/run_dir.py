@@ -33,6 +33,9 @@ class RunSettings:
         runs_dir: runs root (default: ``$PTX_RUNS_DIR`` or ``runs``).
         overwrite: let ``fit`` delete an earlier run of the same name and start over.
         overlays: images per stage logged to W&B as ground truth vs prediction overlays.
+        last_checkpoint_every_n_epochs: write the full-state ``last.ckpt`` after every N
+            epochs (0: only at the end of training and when interrupted; see
+            ``lightning_modules.callbacks.last_checkpoint``).
     """
 
     experiment: str | None = None
@@ -42,6 +45,7 @@ class RunSettings:
     runs_dir: str | None = None
     overwrite: bool = False
     overlays: int = 8
+    last_checkpoint_every_n_epochs: int = 1
 
 
 def _slug(text: str) -> str:

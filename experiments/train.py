@@ -6,7 +6,7 @@
     ptx test --exp ct/efa_net [same options as the fit] [--ckpt_path best|last|PATH]
 
 The options above are this wrapper's; every other ``--KEY VALUE`` goes to LightningCLI
-unchanged, e.g. ``--trainer.max_epochs 5``, ``--model.lr 3e-4``,
+unchanged, e.g. ``--trainer.max_epochs 5``, ``--model.optimizer.lr 3e-4``,
 ``--model.net_kwargs.encoder_name resnet50``, ``--data.batch_size 4``,
 ``--trainer.devices 2 --trainer.strategy ddp``. ``--print_config`` prints the resolved
 config and exits. See docs/training.md.
@@ -54,6 +54,31 @@ def build_parser(command: str) -> argparse.ArgumentParser:
     return parser
 
 
+# ptx-seg 0.1's optimiser keys -> what to write now (the optimiser is a class in the config)
+OLD_KEYS = {
+    "--model.lr": "--model.optimizer.lr",
+    "--model.weight_decay": "--model.optimizer.weight_decay",
+    "--model.betas": "--model.optimizer.betas",
+    "--model.momentum": "--model.optimizer.momentum",
+    "--model.scheduler_kwargs": "--model.scheduler.<argument>",
+}
+OLD_NAMES = {"adam", "adamw", "sgd", "none", "cosine", "step", "plateau"}
+
+
+def check_old_keys(args: list[str]) -> None:
+    """Refuse the removed optimiser keys with the spelling that replaces them."""
+    for i, arg in enumerate(args):
+        key, _, value = arg.partition("=")
+        if key in OLD_KEYS:
+            raise ValueError(f"{key} is gone: write {OLD_KEYS[key]} (docs/training.md)")
+        value = value or (args[i + 1] if i + 1 < len(args) else "")
+        if key in ("--model.optimizer", "--model.scheduler") and value.lower() in OLD_NAMES:
+            raise ValueError(
+                f"{key} {value}: give a class, e.g. --model.optimizer torch.optim.AdamW or "
+                "--model.scheduler lightning_modules.optim.WarmupCosineLR (docs/training.md)"
+            )
+
+
 def lightning_args(command: str, argv: list[str], gpu: bool | None = None) -> list[str]:
     """Translate ``ptx <command>`` arguments into LightningCLI arguments (without command).
 
@@ -61,6 +86,7 @@ def lightning_args(command: str, argv: list[str], gpu: bool | None = None) -> li
         ValueError: no experiment given, or an unknown experiment/profile.
     """
     options, rest = build_parser(command).parse_known_args(argv)
+    check_old_keys(rest)
     args: list[str] = []
     if options.exp:
         if gpu is None:

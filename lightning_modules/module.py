@@ -1,7 +1,8 @@
 """``SegmentationModule``: the one LightningModule that trains every network of both papers.
 
-The network and the loss are chosen by registry name (``create_model``, ``create_loss``), the
-optimiser and scheduler by name, so a paper comparison is a change of config values only.
+The network and the loss are chosen by registry name (``create_model``, ``create_loss``); the
+optimiser and the learning-rate scheduler are injected as LightningCLI callables
+(``lightning_modules.optim``), so a paper comparison is a change of config values only.
 Train, validation and test share :meth:`SegmentationModule.model_step`; validation and test
 accumulate per-image confusion counts in a :class:`SegmentationMetrics` per stage (built in
 ``setup`` from the datamodule's datasets) and log every set-level key as ``val/<key>`` and
@@ -18,17 +19,20 @@ import logging
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 
 from lightning_modules.diagnosis import PAPER_MIN_AREA, RULES, DiagnosisRule
 from lightning_modules.losses import create_loss
 from lightning_modules.metrics import SegmentationMetrics
 from lightning_modules.nets import create_model, model_entry
+from lightning_modules.optim import fit_to_run, set_batchnorm_momentum
 from lightning_modules.postprocessing import ThresholdCounts, tune_rule
 
 log = logging.getLogger("ptx.run")
-
-OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULERS = ("none", "cosine", "step", "plateau")
+EXAMPLES = {
+    "optimizer": "functools.partial(torch.optim.Adam, lr=1e-3)",
+    "scheduler": "lightning_modules.optim.WarmupCosineLR",
+}
 
 
 class SegmentationModule(pl.LightningModule):
@@ -43,12 +47,16 @@ class SegmentationModule(pl.LightningModule):
         image_size: side of the input images; networks whose builder takes ``img_size``
             (the TransUNets' position embeddings) are built for it unless ``net_kwargs``
             names one. The CLI sets it (and ``in_channels``) from the datamodule.
-        optimizer: ``adam``, ``adamw`` or ``sgd``; ``lr``, ``weight_decay``, ``betas`` (Adam
-            family) and ``momentum`` (SGD) configure it. Adam's weight decay is the coupled L2
-            term of ``torch.optim.Adam``, as in the X-ray paper's PyTorch-style setting.
-        scheduler: ``none``, ``cosine``, ``step`` or ``plateau``; ``scheduler_kwargs`` go to
-            it (see ``lightning_modules.optim``). ``plateau`` follows ``monitor``.
-        monitor: the metric the best checkpoint, early stopping and ``plateau`` follow.
+        optimizer: builds the optimiser from the parameters (a config's
+            ``{class_path: torch.optim.Adam, init_args: {lr: ...}}``; default Adam at 1e-3).
+            Adam's weight decay is the coupled L2 term, as in the X-ray paper's setting.
+        scheduler: builds the learning-rate scheduler from the optimiser, or None (constant
+            rate, as both papers). Steps per epoch unless its class has ``interval = "step"``
+            (``lightning_modules.optim.WarmupCosineLR``); ``ReduceLROnPlateau`` follows
+            ``monitor``.
+        monitor: the metric the best checkpoint, early stopping and a plateau schedule follow.
+        bn_momentum: running-statistics momentum of every BatchNorm of the network, or None
+            for each library's own (smp's EfficientNets: 0.01, everything else 0.1).
         diagnosis_rule: ``paper`` (more than ``min_area`` predicted PTX pixels on the grid
             the network predicts on), ``scaled`` (``min_area`` at the datamodule's
             ``native_size``, scaled to that grid) or ``tuned`` (thresholds and minimum area
@@ -69,14 +77,10 @@ class SegmentationModule(pl.LightningModule):
         in_channels: int = 1,
         classes: int = 2,
         image_size: int | None = None,
-        optimizer: str = "adam",
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        betas: tuple[float, float] = (0.9, 0.999),
-        momentum: float = 0.9,
-        scheduler: str = "none",
-        scheduler_kwargs: dict | None = None,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        scheduler: LRSchedulerCallable | None = None,
         monitor: str = "val/dice",
+        bn_momentum: float | None = None,
         diagnosis_rule: str = "paper",
         min_area: float = PAPER_MIN_AREA,
         val_hausdorff: bool = False,
@@ -84,16 +88,18 @@ class SegmentationModule(pl.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        for value, valid, what in (
-            (optimizer, OPTIMIZERS, "optimizer"),
-            (scheduler, SCHEDULERS, "scheduler"),
-        ):
-            if value not in valid:
-                raise ValueError(f"unknown {what} {value!r}; use one of {', '.join(valid)}")
+        for name, value in (("optimizer", optimizer), ("scheduler", scheduler)):
+            if isinstance(value, str):  # ptx-seg 0.1 named them (`optimizer: adam`)
+                raise ValueError(
+                    f"{name}={value!r}: pass a callable, e.g. {EXAMPLES[name]} "
+                    "(docs/training.md, 'Optimiser and schedule')"
+                )
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         net_kwargs = dict(net_kwargs or {})
         if image_size and "img_size" in inspect.signature(model_entry(net).builder).parameters:
             net_kwargs.setdefault("img_size", image_size)
         self.net = create_model(net, in_channels=in_channels, classes=classes, **net_kwargs)
+        set_batchnorm_momentum(self.net, bn_momentum)
         self.criterion = create_loss(loss, **(loss_kwargs or {}))
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         if channels_last:
@@ -113,7 +119,8 @@ class SegmentationModule(pl.LightningModule):
     def model_step(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """Loss (scalar, float32) and logits (``B x classes x H x W``) of a batch."""
         logits = self(batch["image"])
-        loss = self.criterion(logits.float(), batch["mask"])  # fp32 loss under mixed precision
+        # fp32 loss under mixed precision; the masks arrive as uint8, the loss wants classes
+        loss = self.criterion(logits.float(), batch["mask"].long())
         return loss, logits
 
     # ---- stages ---------------------------------------------------------------------------
@@ -203,53 +210,18 @@ class SegmentationModule(pl.LightningModule):
 
     # ---- optimisation ---------------------------------------------------------------------
     def configure_optimizers(self):
-        h = self.hparams
-        optimizer = build_optimizer(
-            self.parameters(), h.optimizer, h.lr, h.weight_decay, h.betas, h.momentum
-        )
-        scheduler = build_scheduler(
-            optimizer, h.scheduler, h.scheduler_kwargs or {}, self.trainer.max_epochs
-        )
-        if scheduler is None:
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.scheduler_factory is None:
             return optimizer
+        scheduler = fit_to_run(
+            self.scheduler_factory(optimizer), self.trainer.estimated_stepping_batches
+        )
+        interval = getattr(scheduler, "interval", "epoch")
         return {
             "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch", "monitor": h.monitor},
+            "lr_scheduler": {
+                "scheduler": scheduler,
+                "interval": interval,
+                "monitor": self.hparams.monitor,
+            },
         }
-
-
-def build_optimizer(params, name: str, lr: float, weight_decay: float, betas, momentum: float):
-    """``adam``, ``adamw`` or ``sgd`` over ``params``; unknown names list the valid ones."""
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    raise ValueError(f"unknown optimizer {name!r}; use one of {', '.join(OPTIMIZERS)}")
-
-
-def build_scheduler(optimizer, name: str, kwargs: dict, max_epochs: int | None):
-    """The per-epoch learning-rate schedule ``name`` (None for ``none``).
-
-    ``cosine``: CosineAnnealingLR over ``t_max`` epochs (default: the run's max_epochs) down
-    to ``eta_min`` (0); ``step``: StepLR (``step_size`` 30, ``gamma`` 0.1); ``plateau``:
-    ReduceLROnPlateau on the monitored metric, higher is better (``factor`` 0.1,
-    ``patience`` 10).
-    """
-    kwargs = dict(kwargs)
-    sched = torch.optim.lr_scheduler
-    if name == "none":
-        return None
-    if name == "cosine":
-        t_max = kwargs.pop("t_max", None) or max_epochs
-        if not t_max or t_max < 1:
-            raise ValueError("scheduler 'cosine' needs scheduler_kwargs.t_max or max_epochs >= 1")
-        return sched.CosineAnnealingLR(optimizer, T_max=t_max, **kwargs)
-    if name == "step":
-        return sched.StepLR(optimizer, **{"step_size": 30, "gamma": 0.1, **kwargs})
-    if name == "plateau":
-        return sched.ReduceLROnPlateau(
-            optimizer, **{"mode": "max", "factor": 0.1, "patience": 10, **kwargs}
-        )
-    raise ValueError(f"unknown scheduler {name!r}; use one of {', '.join(SCHEDULERS)}")

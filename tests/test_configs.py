@@ -4,6 +4,7 @@ settings; the wrapper's options, profiles, run names and W&B mode resolve as doc
 from __future__ import annotations
 
 import pytest
+import torch
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 
 from experiments.profiles import PROFILES, choose_profile, experiment_layers, list_experiments
@@ -62,24 +63,23 @@ def test_config_instantiates_with_paper_settings(experiment, profile, tmp_path):
     assert type(data).__name__ == {"ct": "CTDataModule", "xray": "XRayDataModule"}[modality]
     assert data.image_size == {"paper": 256, "quick": 64}[profile]
     assert model.hparams.in_channels == data.in_channels == {"ct": 1, "xray": 3}[modality]
-    assert model.hparams.optimizer == "adam"
+    optimizer = model.optimizer_factory(model.parameters())
+    assert type(optimizer) is torch.optim.Adam and model.scheduler_factory is None
+    group = optimizer.param_groups[0]
     checkpoint = next(c for c in trainer.callbacks if isinstance(c, ModelCheckpoint))
     assert checkpoint.dirpath == str(cli.run_dir / "checkpoints")
     assert cli.run_dir.parent == tmp_path / modality
     # quick raises the learning rate (few steps; see the _quick.yaml files), paper keeps it
     if modality == "ct":  # EFA-Net paper: CE, Adam 1e-3, 80 epochs, batch 80
         lr = {"paper": 1e-3, "quick": 3e-3}[profile]
-        assert (model.hparams.loss, model.hparams.lr, model.hparams.weight_decay) == ("ce", lr, 0)
+        assert (model.hparams.loss, group["lr"], group["weight_decay"]) == ("ce", lr, 0)
         assert checkpoint.monitor == "val/dice"  # every profile: Dice over PTX slices
         if profile == "paper":
             assert (trainer.max_epochs, data.batch_size) == (80, 80)
     else:  # X-ray paper: SW-CEL, Adam 1e-4 + wd 1e-4, <= 200 epochs, ES on DSC1 (20), flips
         lr = {"paper": 1e-4, "quick": 1e-3}[profile]
-        assert (model.hparams.loss, model.hparams.lr, model.hparams.weight_decay) == (
-            "swce",
-            lr,
-            1e-4,
-        )
+        assert (model.hparams.loss, group["lr"], group["weight_decay"]) == ("swce", lr, 1e-4)
+        assert group["betas"] == (0.9, 0.999)
         assert checkpoint.monitor == "val/dsc1"  # every profile: DSC1 over the PTX group
         stopper = next(c for c in trainer.callbacks if isinstance(c, EarlyStopping))
         assert (stopper.monitor, stopper.patience, stopper.mode) == ("val/dsc1", 20, "max")
@@ -173,3 +173,20 @@ def test_network_keywords_from_the_command_line_get_their_types(tmp_path):
     assert cli.run_dir.name == "ms_scse_fc_densenet-k4-swce-s0"
     k12 = run("fit", ["--exp", "xray/ms_scse_fc_densenet", "--runs-dir", str(tmp_path)], False)
     assert count_parameters(cli.model.net) < count_parameters(k12.model.net) == 5_989_096
+
+
+def test_old_optimizer_keys_are_refused_with_the_new_spelling(tmp_path):
+    base = ["--exp", "ct/unet", "--profile", "quick", "--runs-dir", str(tmp_path)]
+    with pytest.raises(ValueError, match=r"--model.lr is gone: write --model.optimizer.lr"):
+        lightning_args("fit", [*base, "--model.lr", "3e-4"], gpu=False)
+    with pytest.raises(ValueError, match="give a class"):
+        lightning_args("fit", [*base, "--model.optimizer=adamw"], gpu=False)
+    cli = run(
+        "fit",
+        [*base, "--model.optimizer", "torch.optim.AdamW", "--model.optimizer.lr", "2e-4"]
+        + ["--model.scheduler", "lightning_modules.optim.WarmupCosineLR"],
+        False,
+    )
+    optimizer = cli.model.optimizer_factory(cli.model.parameters())
+    assert type(optimizer) is torch.optim.AdamW and optimizer.param_groups[0]["lr"] == 2e-4
+    assert type(cli.model.scheduler_factory(optimizer)).__name__ == "WarmupCosineLR"

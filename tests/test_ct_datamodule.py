@@ -48,7 +48,7 @@ def test_contract_of_items_loaders_and_report(phantom, tmp_path):
     assert {"image", "mask", "id", "patient", "index"} <= set(item)
     assert item["image"].dtype == torch.float32 and item["image"].shape == (3, 32, 32)
     assert item["image"].min() >= 0 and item["image"].max() <= 1
-    assert item["mask"].dtype == torch.int64 and item["mask"].shape == (32, 32)
+    assert item["mask"].dtype == torch.uint8 and item["mask"].shape == (32, 32)
     datasets = (dm.train_dataset, dm.val_dataset, dm.test_dataset)
     ids = [i for ds in datasets for i in ds.ids]
     assert len(ids) == len(set(ids)) == 4 * 6  # every axial slice, once

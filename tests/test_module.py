@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import random
 
 import numpy as np
@@ -14,7 +15,7 @@ from lightning_modules import SegmentationModule
 from lightning_modules.callbacks import FiniteLossGuard, NonFiniteLossError, RngState
 from lightning_modules.callbacks.wandb_media import overlay_indices
 from lightning_modules.complexity import count_parameters
-from lightning_modules.module import build_scheduler
+from lightning_modules.optim import WarmupCosineLR, set_batchnorm_momentum
 
 UNET18 = {"net": "unet", "net_kwargs": {"encoder_name": "resnet18"}}
 
@@ -59,47 +60,71 @@ def test_image_size_builds_position_embeddings_for_it():
     assert explicit.net.img_size == 256  # net_kwargs win over the data's size
 
 
-@pytest.mark.parametrize(
-    "name,cls", [("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW), ("sgd", torch.optim.SGD)]
-)
-def test_optimizers(name, cls):
-    module = SegmentationModule(
-        **UNET18, optimizer=name, lr=3e-4, weight_decay=1e-4, betas=(0.8, 0.99), momentum=0.5
-    )
+@pytest.mark.parametrize("cls", [torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD])
+def test_injected_optimizer(cls):
+    factory = functools.partial(cls, lr=3e-4, weight_decay=1e-4)
+    module = SegmentationModule(**UNET18, optimizer=factory)
     module.trainer = pl.Trainer(max_epochs=5, logger=False, enable_checkpointing=False)
     optimizer = module.configure_optimizers()
     assert type(optimizer) is cls
     group = optimizer.param_groups[0]
     assert (group["lr"], group["weight_decay"]) == (3e-4, 1e-4)
-    assert group.get("betas", (0.8, 0.99)) == (0.8, 0.99)
-    assert group.get("momentum", 0.5) == 0.5
     n_params = sum(p.numel() for g in optimizer.param_groups for p in g["params"])
     assert n_params == count_parameters(module.net)
 
 
-def test_schedulers():
-    module = SegmentationModule(**UNET18, scheduler="plateau", monitor="val/dsc1")
+def test_injected_schedulers_and_their_interval():
+    plateau = functools.partial(torch.optim.lr_scheduler.ReduceLROnPlateau, mode="max")
+    module = SegmentationModule(**UNET18, scheduler=plateau, monitor="val/dsc1")
     module.trainer = pl.Trainer(max_epochs=5, logger=False, enable_checkpointing=False)
-    config = module.configure_optimizers()
-    plateau = config["lr_scheduler"]
-    assert plateau["monitor"] == "val/dsc1" and plateau["scheduler"].mode == "max"
+    config = module.configure_optimizers()["lr_scheduler"]
+    assert config["monitor"] == "val/dsc1" and config["interval"] == "epoch"
+    assert config["scheduler"].mode == "max"
+    module = SegmentationModule(**UNET18, scheduler=WarmupCosineLR)
+    module.trainer = pl.Trainer(max_steps=200, logger=False, enable_checkpointing=False)
+    config = module.configure_optimizers()["lr_scheduler"]
+    assert config["interval"] == "step" and config["scheduler"].total_steps == 200
+
+
+def test_warmup_cosine_hand_computed():
     optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
-    cosine = build_scheduler(optimizer, "cosine", {}, max_epochs=80)
-    assert cosine.T_max == 80
-    for _ in range(40):
+    schedule = WarmupCosineLR(optimizer, warmup_fraction=0.1)  # the run's length comes later
+    schedule.set_total_steps(100)
+    rates = []
+    for _ in range(100):
+        rates.append(optimizer.param_groups[0]["lr"])
         optimizer.step()
-        cosine.step()
-    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.5)  # half way down the cosine
-    step = build_scheduler(optimizer, "step", {"step_size": 3}, max_epochs=80)
-    assert (step.step_size, step.gamma) == (3, 0.1)
-    assert build_scheduler(optimizer, "none", {}, 80) is None
+        schedule.step()
+    assert rates[0] == pytest.approx(1 / 11) and rates[9] == pytest.approx(10 / 11)  # warm-up
+    assert rates[10] == pytest.approx(1.0)  # the peak, then cosine over the other 90 steps
+    assert rates[55] == pytest.approx(0.5)  # half way down
+    assert rates[99] == pytest.approx(0.5 * (1 + np.cos(np.pi * 89 / 90)))
+    with pytest.raises(ValueError, match="warmup_fraction"):
+        WarmupCosineLR(optimizer, warmup_fraction=1.5)
 
 
-def test_unknown_optimizer_or_scheduler_names_the_valid_ones():
-    with pytest.raises(ValueError, match="adam, adamw, sgd"):
-        SegmentationModule(**UNET18, optimizer="lamb")
-    with pytest.raises(ValueError, match="none, cosine, step, plateau"):
-        SegmentationModule(**UNET18, scheduler="onecycle")
+def test_old_string_optimizer_keys_are_refused_with_the_new_spelling():
+    with pytest.raises(ValueError, match="pass a callable, e.g. functools.partial"):
+        SegmentationModule(**UNET18, optimizer="adam")
+    with pytest.raises(ValueError, match="WarmupCosineLR"):
+        SegmentationModule(**UNET18, scheduler="cosine")
+
+
+def test_batchnorm_momentum_is_set_everywhere_and_counts_stay():
+    default = SegmentationModule(net="unet", net_kwargs={"encoder_name": "efficientnet-b0"})
+    momenta = {
+        round(m.momentum, 6) for m in default.net.modules() if isinstance(m, torch.nn.BatchNorm2d)
+    }
+    assert momenta == {0.01, 0.1}  # smp's EfficientNet keeps TensorFlow's 0.01
+    quick = SegmentationModule(
+        net="unet", net_kwargs={"encoder_name": "efficientnet-b0"}, bn_momentum=0.1
+    )
+    momenta = {m.momentum for m in quick.net.modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    assert momenta == {0.1}
+    assert count_parameters(quick.net) == count_parameters(default.net)
+    assert set_batchnorm_momentum(quick.net, None) == 0
+    with pytest.raises(ValueError, match="bn_momentum"):
+        set_batchnorm_momentum(quick.net, 0.0)
 
 
 def test_finite_loss_guard_stops_with_a_clear_message():
@@ -111,7 +136,7 @@ def test_finite_loss_guard_stops_with_a_clear_message():
         guard.on_before_backward(trainer, None, torch.tensor(float("nan")))
     message = str(info.value)
     assert "epoch 0, global step 0, batch 7" in message and "p1-z0003, p1-z0004" in message
-    assert "--model.lr" in message
+    assert "--model.optimizer.lr" in message
 
 
 def test_rng_state_round_trips_through_a_weights_only_checkpoint(tmp_path):

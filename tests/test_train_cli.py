@@ -193,7 +193,7 @@ def test_a_second_fit_refuses_to_overwrite_the_run(ct_run, capsys):
 
 def test_non_finite_loss_stops_the_run_without_checkpoints(tmp_path, capsys):
     # a learning rate of 1e30 blows the weights up after the first step: NaN at step 1
-    argv = [*CT, *SHORT, "--runs-dir", str(tmp_path), "--model.lr", "1e30"]
+    argv = [*CT, *SHORT, "--runs-dir", str(tmp_path), "--model.optimizer.lr", "1e30"]
     assert fit_cli(argv) == 1
     err = capsys.readouterr().err
     assert "non-finite training loss" in err and "epoch 0, global step 1" in err

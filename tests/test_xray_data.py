@@ -53,7 +53,7 @@ def test_item_contract(phantom, tmp_path):
     assert torch.equal(item["image"][0], item["image"][2])  # grey replicated
     assert item["image"].min() >= 0.0 and item["image"].max() <= 1.0
     assert item["image"].std() > 0.1  # a radiograph, not a constant
-    assert item["mask"].dtype == torch.int64 and item["mask"].shape == (64, 64)
+    assert item["mask"].dtype == torch.uint8 and item["mask"].shape == (64, 64)
     assert set(item["mask"].unique().tolist()) <= {0, 1}
     assert item["id"] in {f.stem for f in files}  # the SOP Instance UID
     positives = dm.train_dataset.positive

@@ -37,7 +37,7 @@ class FiniteLossGuard(pl.Callback):
             f"non-finite training loss {where} at epoch {trainer.current_epoch}, global step "
             f"{trainer.global_step}, batch {self._batch_idx} (images {shown or 'unknown'}). "
             "The run stopped before this step was applied; no checkpoint was written from it. "
-            "Try a lower learning rate (--model.lr), gradient clipping "
+            "Try a lower learning rate (--model.optimizer.lr), gradient clipping "
             "(--trainer.gradient_clip_val 1.0), 32-bit precision (--trainer.precision 32-true), "
             "or check those images."
         )
