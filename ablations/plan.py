@@ -3,13 +3,14 @@
 A cell's run is ``<runs root>/<group>/<id>-s<seed>/`` (``ablations.sweeps.Cell.run_name``).
 Its ``metrics.json`` status says where it stands: ``finished`` (tested: skip it), else a
 ``checkpoints/last.ckpt`` to resume from, else nothing usable (start over). A finished run
-of another configuration (another experiment, profile or data folder) is never silently
-taken for this sweep's cell: planning stops and says how to keep both.
+of another configuration (another experiment, profile, data folder or identifier secret) is
+never silently taken for this sweep's cell: planning stops and says how to keep both.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,9 @@ import yaml
 
 from ablations.records import config_data_dir
 from ablations.sweeps import Cell, Sweep, SweepError
+from datamodules.privacy import id_fingerprint
+
+log = logging.getLogger("ptx.sweep")
 
 DONE, RESUME, START = "done", "resume", "start"
 
@@ -61,6 +65,18 @@ def check_identity(job: Job, record: dict, profile: str, data_dir: str | None) -
     differ = [
         f"{k} {found[k]!r} (this sweep: {wanted[k]!r})" for k in wanted if found[k] != wanted[k]
     ]
+    secret = record.get("id_fingerprint")
+    if secret is None:  # made before runs recorded it: keys from the old public salt
+        log.warning(
+            "%s records no identifier-secret fingerprint (made by an older version): its "
+            "patient keys may not match this sweep's; --force reruns it",
+            job.run_dir,
+        )
+    elif secret != id_fingerprint():
+        differ.append(
+            f"identifier secret {secret} (this sweep: {id_fingerprint()}; patient keys differ: "
+            "share the secret, docs/data.md)"
+        )
     if differ:
         raise SweepError(
             f"{job.run_dir} holds a finished run of another configuration: {'; '.join(differ)}. "
