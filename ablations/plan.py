@@ -105,16 +105,33 @@ def plan(
     for seed in seeds:
         for cell in cells:
             run_dir = runs_root / (group or sweep.group) / cell.run_name(seed)
-            record = read_status(run_dir)
-            if record.get("status") == "finished" and not force:
-                job = Job(cell, seed, run_dir, DONE)
-                check_identity(job, record, profile, data_dir)
-            elif (run_dir / "checkpoints" / "last.ckpt").is_file() and not force:
-                job = Job(cell, seed, run_dir, RESUME)
-            else:
-                job = Job(cell, seed, run_dir, START)
+            job = Job(cell, seed, run_dir, current_action(run_dir, force))
+            if job.action == DONE:
+                check_identity(job, read_status(run_dir), profile, data_dir)
             jobs.append(job)
     return jobs
+
+
+def current_action(run_dir: Path, force: bool = False, since: float | None = None) -> str:
+    """DONE, RESUME or START for a run as its folder is now.
+
+    ``since`` (a time.time()) is when this invocation started: with ``force``, a run that
+    another runner finished (or checkpointed) after it is not redone (two ``--force`` runners
+    on one sweep must not train a cell twice either).
+    """
+    record, last = read_status(run_dir), run_dir / "checkpoints" / "last.ckpt"
+
+    def recent(path: Path) -> bool:
+        try:
+            return since is not None and path.stat().st_mtime >= since
+        except OSError:
+            return False
+
+    if record.get("status") == "finished" and (not force or recent(run_dir / "metrics.json")):
+        return DONE
+    if last.is_file() and (not force or recent(last)):
+        return RESUME
+    return START
 
 
 def fit_args(
