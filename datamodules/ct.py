@@ -3,7 +3,8 @@
 Default layout, one folder per patient (the folder name is hashed into the patient key)::
 
     <data_dir>/<patient>/image.nii.gz      a NIfTI volume (or image.nii), or else
-    <data_dir>/<patient>/**/<any name>     the DICOM slices of one series, in any sub-folders
+    <data_dir>/<patient>/**/<any name>     the DICOM slices of one series, in any sub-folders,
+                                           or one Enhanced (multi-frame) CT file
     <data_dir>/<patient>/label.nii.gz      the pneumothorax label (or label.nii)
 
 or a manifest CSV (``<data_dir>/manifest.csv``, or ``manifest=``) with the header
