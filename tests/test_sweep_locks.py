@@ -178,6 +178,8 @@ def test_the_slurm_launcher_submits_one_array_and_a_dependent_report(tmp_path, f
     assert sorted(t.cell_id for t in tasks) == sorted(
         c.id for c in load_sweep("ablation-efa").cells
     )
+    requeued = tasks[0].checkpoint()  # what submitit resubmits on preemption: the same task
+    assert requeued.function is tasks[0] and not requeued.args
     job = tasks[0].ctx.job(tasks[0].cell_id, 0)
     assert tasks[0].ctx.args(job)[-3:] == ["--overwrite", "--trainer.devices", "1"]
     assert cli(["ablation-efa", "--slurm.partition", "gpu", "--dry-run"]) == 2
