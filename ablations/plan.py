@@ -3,13 +3,14 @@
 A cell's run is ``<runs root>/<group>/<id>-s<seed>/`` (``ablations.sweeps.Cell.run_name``).
 Its ``metrics.json`` status says where it stands: ``finished`` (tested: skip it), else a
 ``checkpoints/last.ckpt`` to resume from, else nothing usable (start over). A finished run
-of another configuration (another experiment, profile or data folder) is never silently
-taken for this sweep's cell: planning stops and says how to keep both.
+of another configuration (another experiment, profile, data folder or identifier secret) is
+never silently taken for this sweep's cell: planning stops and says how to keep both.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,9 @@ import yaml
 
 from ablations.records import config_data_dir
 from ablations.sweeps import Cell, Sweep, SweepError
+from datamodules.privacy import id_fingerprint
+
+log = logging.getLogger("ptx.sweep")
 
 DONE, RESUME, START = "done", "resume", "start"
 
@@ -61,6 +65,18 @@ def check_identity(job: Job, record: dict, profile: str, data_dir: str | None) -
     differ = [
         f"{k} {found[k]!r} (this sweep: {wanted[k]!r})" for k in wanted if found[k] != wanted[k]
     ]
+    secret = record.get("id_fingerprint")
+    if secret is None:  # made before runs recorded it: keys from the old public salt
+        log.warning(
+            "%s records no identifier-secret fingerprint (made by an older version): its "
+            "patient keys may not match this sweep's; --force reruns it",
+            job.run_dir,
+        )
+    elif secret != id_fingerprint():
+        differ.append(
+            f"identifier secret {secret} (this sweep: {id_fingerprint()}; patient keys differ: "
+            "share the secret, docs/data.md)"
+        )
     if differ:
         raise SweepError(
             f"{job.run_dir} holds a finished run of another configuration: {'; '.join(differ)}. "
@@ -89,16 +105,33 @@ def plan(
     for seed in seeds:
         for cell in cells:
             run_dir = runs_root / (group or sweep.group) / cell.run_name(seed)
-            record = read_status(run_dir)
-            if record.get("status") == "finished" and not force:
-                job = Job(cell, seed, run_dir, DONE)
-                check_identity(job, record, profile, data_dir)
-            elif (run_dir / "checkpoints" / "last.ckpt").is_file() and not force:
-                job = Job(cell, seed, run_dir, RESUME)
-            else:
-                job = Job(cell, seed, run_dir, START)
+            job = Job(cell, seed, run_dir, current_action(run_dir, force))
+            if job.action == DONE:
+                check_identity(job, read_status(run_dir), profile, data_dir)
             jobs.append(job)
     return jobs
+
+
+def current_action(run_dir: Path, force: bool = False, since: float | None = None) -> str:
+    """DONE, RESUME or START for a run as its folder is now.
+
+    ``since`` (a time.time()) is when this invocation started: with ``force``, a run that
+    another runner finished (or checkpointed) after it is not redone (two ``--force`` runners
+    on one sweep must not train a cell twice either).
+    """
+    record, last = read_status(run_dir), run_dir / "checkpoints" / "last.ckpt"
+
+    def recent(path: Path) -> bool:
+        try:
+            return since is not None and path.stat().st_mtime >= since
+        except OSError:
+            return False
+
+    if record.get("status") == "finished" and (not force or recent(run_dir / "metrics.json")):
+        return DONE
+    if last.is_file() and (not force or recent(last)):
+        return RESUME
+    return START
 
 
 def fit_args(

@@ -284,7 +284,35 @@ def load_sweep_runs(
     """
     seeds = sorted(seeds) if seeds else find_seeds(sweep, runs_root)
     group_dir = runs_root / sweep.group
-    return [
+    cells = [
         CellRuns(cell, [load_run(group_dir / cell.run_name(s), cell.id, s) for s in seeds])
         for cell in sweep.cells
     ]
+    check_id_fingerprints(cells)
+    return cells
+
+
+def check_id_fingerprints(cells: list[CellRuns]) -> None:
+    """Refuse finished runs made under different identifier secrets (``id_fingerprint`` in
+    ``metrics.json``): their patient keys (and CT slice ids) do not match, so the paired
+    tests and the patient bootstrap would pair the wrong images. Runs without one (older
+    versions) are only warned about."""
+    runs = [r for c in cells for r in c.finished]
+    prints: dict[str, list[str]] = {}
+    for run in runs:
+        prints.setdefault(run.metrics.get("id_fingerprint") or "", []).append(run.path.name)
+    unknown = prints.pop("", [])
+    if unknown and prints:
+        log.warning(
+            "%d runs record no identifier-secret fingerprint (older versions), e.g. %s: their "
+            "patient keys may not match the others'",
+            len(unknown),
+            unknown[0],
+        )
+    if len(prints) > 1:
+        listed = "; ".join(f"{f}: {len(n)} runs, e.g. {n[0]}" for f, n in sorted(prints.items()))
+        raise RecordError(
+            f"the runs were made with different identifier secrets ({listed}), so their "
+            "patient keys do not match; rerun them with one secret (PTX_ID_SALT or the same "
+            "id_secret file on every machine, docs/data.md)"
+        )

@@ -2,6 +2,7 @@
 
     ptx sweep ablation-encoders [--data DIR] [--profile auto|quick|paper] [--seeds 0,1,2]
               [--force] [--group G] [--runs-dir D] [--cells ID,ID] [--isolate auto|yes|no]
+              [--wait] [--launcher inline|local|slurm] [--parallel N] [--slurm.KEY VALUE ...]
               [--dry-run] [--no-report] [-- extra ptx fit arguments, e.g. --trainer.devices 2]
 
 Jobs run one after another in the sweep's run group. Under the paper profile each runs in
@@ -12,25 +13,42 @@ runs are skipped, so a killed sweep started again does only what is missing: an 
 cell resumes from its last checkpoint, a cell that never started starts. ``--force`` reruns
 everything. A failing cell is reported and the sweep goes on; the exit status is 1 when any
 cell failed. At the end ``ptx report`` rebuilds the table from every finished run.
+
+Each job is trained under an OS file lock (``ablations.job_lock``): a second runner on the
+same sweep (another terminal, W&B agent or array) skips a job the first one holds and says
+so, or waits for it with ``--wait``; the last runner to finish writes the report.
+``--launcher local|slurm`` submits the pending jobs through submitit instead, as one SLURM
+job array (``ablations.launch``; docs/sweeps.md).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import signal
-import subprocess
 import sys
 import time
-import traceback
-from dataclasses import replace
 from pathlib import Path
 
-from ablations.plan import DONE, RESUME, Job, fit_args, plan, read_status
+from ablations.job_lock import held_elsewhere, lock_path
+from ablations.jobs import (
+    FAILED,
+    FINISHED,
+    SKIPPED,
+    SweepContext,
+    execute,
+    record_state,
+    run_in_process,
+    run_isolated,
+    say,
+    verb,
+    write_group_report,
+)
+from ablations.plan import DONE, RESUME, plan
 from ablations.sweeps import SweepError, list_sweeps, load_sweep
 from experiments.profiles import choose_profile
 from experiments.run_dir import runs_root as default_runs_root
+
+SLURM_PREFIX = "--slurm."
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,13 +74,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="each cell in its own process (a crash or out-of-memory stays in the cell); "
         "auto: yes for the paper profile, no for quick (saves ~10 s start-up per cell)",
     )
+    parser.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait for a job another runner holds (default: skip it and say so)",
+    )
+    parser.add_argument(
+        "--launcher",
+        choices=("inline", "local", "slurm"),
+        default="inline",
+        help="inline: run the jobs here, one after another (default); local: through "
+        "submitit's local executor; slurm: one SLURM job array (--slurm.KEY VALUE options)",
+    )
+    parser.add_argument(
+        "--parallel", type=int, default=1, help="jobs at a time under --launcher local|slurm"
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
     parser.add_argument("--no-report", action="store_true", help="skip the report at the end")
     return parser
-
-
-def _say(message: str) -> None:
-    print(f"[sweep] {message}", flush=True)
 
 
 def _seeds(text: str) -> list[int]:
@@ -82,54 +111,8 @@ def _duration(seconds: float) -> str:
     return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m{seconds:02d}s"
 
 
-def run_isolated(args: list[str]) -> int:
-    """One ``ptx fit`` in a child process (``--isolate``); its output goes straight to ours."""
-    command = [sys.executable, "-m", "experiments.cli", "fit", *args]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    child = subprocess.Popen(command, env=env)
-    try:
-        return child.wait()
-    except BaseException:  # Ctrl-C or kill: stop the cell too, it resumes next time
-        child.terminate()
-        try:
-            child.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            child.kill()
-        raise
-
-
-def run_in_process(args: list[str]) -> int:
-    """One ``ptx fit`` in this process: no second start-up of torch and Lightning per cell
-    (~10 s, a tenth of a quick CPU cell). An exception fails the cell, not the sweep; an
-    interruption (Ctrl-C, kill; Lightning turns it into SystemExit) stops the sweep."""
-    from experiments.train import fit_cli
-
-    try:
-        return fit_cli(args)
-    except (KeyboardInterrupt, SystemExit):
-        raise KeyboardInterrupt from None
-    except Exception as err:
-        if type(err).__name__ == "SIGTERMException":  # Lightning's own SIGTERM handling
-            raise KeyboardInterrupt from None
-        traceback.print_exc()
-        return 1
-
-
-def _outcome(job: Job, rc: int) -> tuple[bool, str]:
-    record = read_status(job.run_dir)
-    if rc == 0 and record.get("status") == "finished":
-        test = record.get("test") or {}
-        return True, f"test dice {test.get('dice', float('nan')):.4f}"
-    error = record.get("error") or f"ptx fit exited with status {rc}"
-    return False, error
-
-
-def _log_state(path: Path, state: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(state, indent=1) + "\n")
-
-
-def run_sweep(options: argparse.Namespace, extra: list[str]) -> int:
+def sweep_context(options: argparse.Namespace, extra: list[str]) -> SweepContext:
+    """The sweep, profile, data folder and run group of this invocation."""
     sweep = load_sweep(options.sweep)
     import torch
 
@@ -137,65 +120,105 @@ def run_sweep(options: argparse.Namespace, extra: list[str]) -> int:
         options.profile, options.data is not None, torch.cuda.is_available()
     )
     if message:
-        _say(message)
+        say(message)
     data_dir = str(Path(options.data).resolve()) if options.data else None
     if data_dir is not None and not Path(data_dir).is_dir():
         raise SweepError(f"--data {options.data}: no such folder")
     root = default_runs_root(options.runs_dir)
     group = options.group or sweep.group
+    return SweepContext(sweep, profile, data_dir, root, group, tuple(extra), options.force)
+
+
+def run_sweep(options: argparse.Namespace, extra: list[str], slurm: dict | None = None) -> int:
+    ctx = sweep_context(options, extra)
     only = options.cells.split(",") if options.cells else None
     seeds = _seeds(options.seeds)
-    jobs = plan(sweep, root, seeds, profile, data_dir, group, options.force, only)
+    jobs = plan(ctx.sweep, ctx.root, seeds, ctx.profile, ctx.data_dir, ctx.group, ctx.force, only)
     todo = [j for j in jobs if j.action != DONE]
     resume = sum(j.action == RESUME for j in todo)
-    _say(
-        f"{sweep.name}: {sweep.title}; {len(jobs)} runs ({len(jobs) - len(todo)} finished, "
-        f"{resume} to resume, {len(todo) - resume} to start) in {root / group}, "
-        f"profile {profile}, data {'phantom' if data_dir is None else data_dir}"
+    say(
+        f"{ctx.sweep.name}: {ctx.sweep.title}; {len(jobs)} runs ({len(jobs) - len(todo)} "
+        f"finished, {resume} to resume, {len(todo) - resume} to start) in {ctx.root / ctx.group}"
+        f", profile {ctx.profile}, data {ctx.data_dir or 'phantom'}"
     )
     if options.dry_run:
         for job in jobs:
             print(f"  {job.action:<7} {job.name:<40} {job.cell.label}")
         return 0
-    isolate = options.isolate == "yes" or (options.isolate == "auto" and profile != "quick")
-    run_job = run_isolated if isolate else run_in_process
-    state_path = root / group / "sweep.json"
-    state = {"sweep": sweep.name, "profile": profile, "seeds": seeds, "runs": {}}
-    failures: list[tuple[Job, str]] = []
+    if options.launcher != "inline":
+        from ablations.launch import launch
+
+        return launch(ctx, todo, options, slurm or {})
+    isolate = options.isolate == "yes" or (options.isolate == "auto" and ctx.profile != "quick")
+    results = run_inline(ctx, todo, run_isolated if isolate else run_in_process, options.wait)
+    failures = [(n, note) for n, (status, note) in results.items() if status == FAILED]
+    for name, note in failures:
+        say(f"  failed: {name}: {note} (run the sweep again to retry it)")
+    elsewhere = [n for n, (status, _) in results.items() if status == SKIPPED]
+    still = [n for n in elsewhere if held_elsewhere(lock_path(ctx.root / ctx.group / n))]
+    if still:
+        say(
+            f"{len(still)} runs are still being trained by another runner ({', '.join(still)}): "
+            f"it writes the report when it is done (or later: ptx report {ctx.sweep.name})"
+        )
+    elif not options.no_report and not write_group_report(ctx, Path(options.out)):
+        return 1
+    return 1 if failures else 0
+
+
+def run_inline(ctx, todo, run, wait: bool) -> dict[str, tuple[str, str]]:
+    """Run the jobs one after another in this process's care: {name: (status, note)}."""
+    results: dict[str, tuple[str, str]] = {}
     start = time.perf_counter()
     for number, job in enumerate(todo, 1):
         elapsed = time.perf_counter() - start
-        eta = (
-            f", about {_duration(elapsed / (number - 1) * (len(todo) - number + 1))} left"
-            if number > 1
-            else ""
-        )
-        verb = "resuming" if job.action == RESUME else "starting"
-        so_far = f"{_duration(elapsed)} so far{eta}"
-        _say(f"[{number}/{len(todo)}] {verb} {job.name} ({job.cell.label}); {so_far}")
-        cell_start = time.perf_counter()
-        rc = run_job(fit_args(sweep, job, profile, data_dir, root, group, extra))
-        ok, note = _outcome(job, rc)
-        took = _duration(time.perf_counter() - cell_start)
-        _say(
-            f"[{number}/{len(todo)}] {job.name} {'finished' if ok else 'FAILED'} in {took}: {note}"
-        )
-        if not ok:
-            failures.append((job, note))
-        state["runs"][job.name] = {"status": "finished" if ok else "failed", "note": note}
-        _log_state(state_path, state)
-    _say(f"{len(todo)} runs in {_duration(time.perf_counter() - start)}; {len(failures)} failed")
-    for job, note in failures:
-        _say(f"  failed: {job.name}: {note} (run the sweep again to retry it)")
-    if not options.no_report:
-        from ablations.report import write_report
+        done = sum(status in (FINISHED, FAILED) for status, _ in results.values())
+        eta = f", about {_duration(elapsed / done * (len(todo) - number + 1))} left" if done else ""
+        tag = f"[{number}/{len(todo)}]"
 
-        try:
-            write_report(replace(sweep, group=group), runs_dir=root, out_dir=Path(options.out))
-        except Exception as err:  # the runs are safe; the report can be rebuilt alone
-            _say(f"report failed ({type(err).__name__}: {err}); rerun: ptx report {sweep.name}")
-            return 1
-    return 1 if failures else 0
+        def announce(current, tag=tag, elapsed=elapsed, eta=eta):
+            label = f"{verb(current)} {current.name} ({current.cell.label})"
+            say(f"{tag} {label}; {_duration(elapsed)} so far{eta}")
+
+        cell_start = time.perf_counter()
+        status, note = execute(ctx, job, run, wait, announce)
+        took = _duration(time.perf_counter() - cell_start)
+        if status in (SKIPPED, DONE):
+            say(f"{tag} skipping {job.name}: {note}")
+        else:
+            word = "finished" if status == FINISHED else "FAILED"
+            say(f"{tag} {job.name} {word} in {took}: {note}")
+            record_state(ctx, {job.name: {"status": status, "note": note}})
+        results[job.name] = (status, note)
+    ran = sum(status in (FINISHED, FAILED) for status, _ in results.values())
+    failed = sum(status == FAILED for status, _ in results.values())
+    say(f"{ran} runs in {_duration(time.perf_counter() - start)}; {failed} failed")
+    return results
+
+
+def split_slurm(argv: list[str]) -> tuple[list[str], dict[str, object]]:
+    """Take ``--slurm.KEY VALUE`` / ``--slurm.KEY=VALUE`` out of ``argv``: (rest, {key: value})
+    with dashes in keys as underscores (``gpus-per-task`` -> ``gpus_per_task``); ``setup``
+    and ``srun-args`` may repeat (lists)."""
+    rest, slurm, i = [], {}, 0
+    while i < len(argv):
+        arg = argv[i]
+        if not arg.startswith(SLURM_PREFIX):
+            rest.append(arg)
+            i += 1
+            continue
+        key, eq, value = arg[len(SLURM_PREFIX) :].partition("=")
+        if not eq:
+            if i + 1 >= len(argv):
+                raise SweepError(f"{arg} needs a value, e.g. {arg} VALUE")
+            value, i = argv[i + 1], i + 1
+        key = key.replace("-", "_")
+        if key in ("setup", "srun_args"):
+            slurm.setdefault(key, []).append(value)
+        else:
+            slurm[key] = value
+        i += 1
+    return rest, slurm
 
 
 def _interrupt(signum, frame) -> None:
@@ -209,11 +232,14 @@ def cli(argv: list[str]) -> int:
         argv, extra = argv[:cut], argv[cut + 1 :]
     else:
         extra = []
-    options = build_parser().parse_args(argv)
     # `kill` (SIGTERM) stops the running cell too, like Ctrl-C: it is resumed next time
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        return run_sweep(options, extra)
+        argv, slurm = split_slurm(argv)
+        options = build_parser().parse_args(argv)
+        if slurm and options.launcher != "slurm":
+            raise SweepError(f"--slurm.{next(iter(slurm))} needs --launcher slurm")
+        return run_sweep(options, extra, slurm)
     except SweepError as err:
         print(f"ptx sweep: error: {err}", file=sys.stderr)
         return 2

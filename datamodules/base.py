@@ -11,7 +11,7 @@ import logging
 import os
 from abc import abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,18 +19,14 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from datamodules.cache import CaseArrays, PreprocessingCache
+from datamodules.cache import CaseArrays, PreprocessingCache, default_cache_dir
 from datamodules.dataset import CachedCase, SliceDataset
 from datamodules.errors import DataError
+from datamodules.privacy import id_fingerprint
 from datamodules.splits import SUBSETS, Split, check_split, load_split, save_split
 from datamodules.transforms import resize_images, resize_masks
 
 log = logging.getLogger("ptx.data")
-
-
-def default_cache_dir() -> Path:
-    """``$PTX_CACHE_DIR`` or ``~/.cache/ptx``: preprocessed arrays and generated phantoms."""
-    return Path(os.environ.get("PTX_CACHE_DIR", Path.home() / ".cache" / "ptx"))
 
 
 @dataclass(frozen=True)
@@ -39,7 +35,8 @@ class Case:
 
     ``patient`` is a non-identifying key; ``files`` are every source file whose change must
     invalidate the cache; ``meta`` is any other input that defines the case (e.g. its RLE
-    rows), JSON-serialisable; ``label`` is the image-level stratum (1 = pneumothorax) if known.
+    rows), JSON-serialisable; ``label`` is the image-level stratum (1 = pneumothorax) if known
+    before decoding (else it is read from the cache after decoding).
     """
 
     patient: str
@@ -103,8 +100,10 @@ class SegmentationDataModule(pl.LightningDataModule):
 
     # ---- what a modality provides ----------------------------------------------------
     @abstractmethod
-    def discover_cases(self, root: Path) -> list[Case]:
-        """Every case under ``root``; raise DataError when there is none."""
+    def discover_entries(self, root: Path) -> tuple[list[Case], list[DataError]]:
+        """Every case under ``root``, and a DataError for each one that cannot be a case
+        (e.g. a patient folder without label); errors that concern the whole data set
+        (no layout recognised, a malformed CSV) are raised."""
 
     @abstractmethod
     def load_case(self, case: Case) -> CaseArrays:
@@ -119,8 +118,20 @@ class SegmentationDataModule(pl.LightningDataModule):
         """Write this modality's phantom data set into ``out``."""
 
     def preprocessing_settings(self) -> dict:
-        """Everything that changes the cached arrays (subclasses add their own)."""
-        return {"image_size": self.image_size}
+        """Everything that changes the cached arrays (subclasses add their own); the id
+        fingerprint because cached ids carry patient keys."""
+        return {"image_size": self.image_size, "id_fingerprint": id_fingerprint()}
+
+    def discover_cases(self, root: Path) -> list[Case]:
+        """Every case under ``root``; the first problem (or finding none) raises DataError.
+        ``ptx check-data`` reports them all instead (``datamodules.check``)."""
+        cases, errors = self.discover_entries(root)
+        if errors:
+            more = f" ({len(errors) - 1} more problems: ptx check-data lists them)"
+            raise errors[0] if len(errors) == 1 else DataError(f"{errors[0]}{more}")
+        if not cases:
+            raise DataError(f"no {self.modality} cases found", path=root)
+        return cases
 
     # ---- shared pipeline -------------------------------------------------------------
     @property
@@ -155,24 +166,36 @@ class SegmentationDataModule(pl.LightningDataModule):
             self.cache_dir / "preprocessed", self.modality, self.preprocessing_settings()
         )
 
+    def _decode(self, case: Case) -> CaseArrays:
+        """A case decoded and resized to ``image_size``: what the cache stores."""
+        arrays = self.load_case(case)
+        return CaseArrays(
+            images=resize_images(arrays.images, self.image_size),
+            masks=resize_masks(arrays.masks, self.image_size),
+            ids=arrays.ids,
+        )
+
+    def _build_entry(self, cache: PreprocessingCache, key: str, case: Case) -> bool:
+        """Decode ``case`` into its entry unless a valid one is there; True if decoded."""
+        if cache.problem(key, case.files) is None:
+            return False
+        with cache.lock(key):  # one builder per entry; the others wait, then use it
+            problem = cache.problem(key, case.files)
+            if problem is None:
+                return False
+            if problem != "missing":
+                log.warning("cache entry %s: %s; rebuilding it", cache.describe(key), problem)
+            arrays = self._decode(case)
+            positive = [bool(m.any()) for m in arrays.masks]
+            cache.store(key, arrays, case.files, patient=case.patient, positive=positive)
+        return True
+
     def _cached_cases(self, cases: Sequence[Case]) -> list[CachedCase]:
+        """Each case's cache entry, built where missing, stale, torn or corrupt."""
         cache, out, decoded = self._cache(), [], 0
         for case in cases:
             key = cache.key(case.files, case.meta)
-            if not cache.has(key):
-                arrays = self.load_case(case)
-                arrays = CaseArrays(
-                    images=resize_images(arrays.images, self.image_size),
-                    masks=resize_masks(arrays.masks, self.image_size),
-                    ids=arrays.ids,
-                )
-                cache.store(
-                    key,
-                    arrays,
-                    patient=case.patient,
-                    positive=[bool(m.any()) for m in arrays.masks],
-                )
-                decoded += 1
+            decoded += self._build_entry(cache, key, case)
             index = cache.index(key)
             image_path, mask_path = cache.array_paths(key)
             out.append(
@@ -198,9 +221,14 @@ class SegmentationDataModule(pl.LightningDataModule):
         if self.train_dataset is not None:
             return
         cases = self.discover_cases(self._ensure_data())
+        cached = self._cached_cases(cases)
+        # labels not known before decoding (mask PNGs) come from the cache's index
+        cases = [
+            c if c.label is not None else replace(c, label=int(any(cc.positive)))
+            for c, cc in zip(cases, cached, strict=True)
+        ]
         self.split = load_split(self.split_file) if self.split_file else self.split_cases(cases)
         check_split(self.split)
-        cached = self._cached_cases(cases)
         by_subset = {s: [c for c in cached if c.patient in set(self.split[s])] for s in SUBSETS}
         for subset, members in by_subset.items():
             if not members:

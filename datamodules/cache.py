@@ -1,33 +1,65 @@
 """On-disk cache of preprocessed samples, shared by runs, processes and DataLoader workers.
 
-Decoding, HU conversion, windowing and resizing happen once per case. The result is stored
-as ``.npy`` files (images float16 N x H x W in [0, 1], masks uint8 N x H x W) that are opened
-memory-mapped. A case's key fingerprints its source files (path, size, mtime) and everything
-in ``settings`` (window, image size, ...): change either and the case is rebuilt. File names
-are hashes, so no patient identifier reaches the cache.
+Decoding, HU conversion, windowing and resizing happen once per case. An entry is three
+files named by a hash (no patient identifier reaches the cache): ``<key>.image.npy``
+(uint16 N x H x W, the [0, 1] intensities x 65535: 16 bits at every grey level, where
+float16 had 11 near 1), ``<key>.mask.npy`` (uint8 N x H x W) and ``<key>.json``, the index
+written last. The index records the cache version, a digest of the source files' paths,
+sizes and modification times, and the byte count and CRC-32 of each array file, and carries
+a CRC-32 of its own content.
+
+:meth:`PreprocessingCache.problem` checks all of that before an entry is used (once per
+case at set-up; reading the arrays costs about as much as copying them). A stale entry (its
+sources changed) or a torn or corrupted one (truncated, flipped bytes, a file missing) is
+reported in one log line naming the entry and rebuilt, never served. Every file is written
+atomically (``datamodules.atomic``) and an entry is built under a per-entry OS file lock,
+so concurrent writers (two runs, DDP ranks, DataLoader workers) neither tear an entry nor
+decode the same case twice; a crashed writer's lock is released by the OS.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
+import logging
 import os
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import warnings
+import zlib
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from filelock import FileLock
 
-CACHE_VERSION = 1  # bump when the stored layout or the preprocessing code changes meaning
+from datamodules.atomic import write_bytes_atomic
+
+log = logging.getLogger("ptx.data.cache")
+
+CACHE_VERSION = 2  # bump when the stored layout or the preprocessing code changes meaning
+IMAGE_SCALE = 65535  # stored image value of intensity 1.0 (uint16)
+_CHUNK = 1 << 22
+
+
+def default_cache_dir() -> Path:
+    """``$PTX_CACHE_DIR`` or ``~/.cache/ptx``: preprocessed arrays, phantoms, the id secret."""
+    return Path(os.environ.get("PTX_CACHE_DIR", Path.home() / ".cache" / "ptx"))
 
 
 @dataclass
 class CaseArrays:
-    """Preprocessed slices of one case: images N x H x W in [0, 1], masks N x H x W in {0, 1}."""
+    """Preprocessed slices of one case: images N x H x W in [0, 1], masks N x H x W in {0, 1}.
+
+    ``info`` describes the source for ``ptx check-data`` (layout, native shape, spacing in mm);
+    it is not cached.
+    """
 
     images: np.ndarray
     masks: np.ndarray
     ids: list[str]
+    info: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.images.shape != self.masks.shape or self.images.ndim != 3:
@@ -36,6 +68,17 @@ class CaseArrays:
             )
         if len(self.ids) != len(self.images):
             raise ValueError(f"{len(self.ids)} ids for {len(self.images)} slices")
+
+
+def encode_images(images: np.ndarray) -> np.ndarray:
+    """[0, 1] float images -> the stored uint16 (step 1/65535)."""
+    scaled = np.clip(np.asarray(images, dtype=np.float32), 0.0, 1.0) * np.float32(IMAGE_SCALE)
+    return np.rint(scaled).astype(np.uint16)
+
+
+def decode_images(stored: np.ndarray) -> np.ndarray:
+    """Stored uint16 images (any shape) -> float32 in [0, 1]."""
+    return np.asarray(stored, dtype=np.float32) / np.float32(IMAGE_SCALE)
 
 
 def digest(payload: object) -> str:
@@ -53,6 +96,20 @@ def file_signature(paths: Sequence[Path]) -> list[tuple[str, int, int]]:
     return signature
 
 
+def file_crc32(path: Path) -> int:
+    """CRC-32 of a file's bytes, read in 4 MiB chunks."""
+    crc = 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            crc = zlib.crc32(chunk, crc)
+    return crc
+
+
+def _sealed(fields: dict) -> dict:
+    """``fields`` plus the CRC-32 of their canonical JSON (``checksum``)."""
+    return {**fields, "checksum": zlib.crc32(json.dumps(fields, sort_keys=True).encode())}
+
+
 class PreprocessingCache:
     """A folder of preprocessed cases, one namespace per modality and preprocessing setting."""
 
@@ -61,8 +118,11 @@ class PreprocessingCache:
         self.dir = Path(root) / namespace / digest(self.settings)[:16]
 
     def key(self, files: Sequence[Path], meta: object = None) -> str:
-        """Fingerprint of a case: its source files, its metadata and the settings."""
-        return digest([self.settings, file_signature(files), meta])[:32]
+        """Name of a case's entry: its source paths, its metadata and the settings. Sizes and
+        times of the files are checked by :meth:`problem`, so a changed file rebuilds the
+        entry in place instead of leaving the old one behind."""
+        paths = sorted(str(Path(p).resolve()) for p in files)
+        return digest([self.settings, paths, meta])[:32]
 
     def _paths(self, key: str) -> tuple[Path, Path, Path]:
         base = self.dir / key
@@ -72,40 +132,105 @@ class PreprocessingCache:
             base.with_suffix(".json"),
         )
 
-    def has(self, key: str) -> bool:
-        """True when the case is stored completely (its index file is written last)."""
-        return self._paths(key)[2].exists()
+    def describe(self, key: str) -> str:
+        """How log lines name an entry: its index file."""
+        return str(self._paths(key)[2])
 
-    def store(self, key: str, arrays: CaseArrays, **info: object) -> None:
-        """Write a case atomically: arrays first, then the index that marks it complete."""
+    # ---- checking ---------------------------------------------------------------------
+    def problem(self, key: str, files: Sequence[Path]) -> str | None:
+        """None when the entry is complete, current and intact; else what is wrong with it
+        (``"missing"`` when it was never built)."""
+        image_path, mask_path, index_path = self._paths(key)
+        if not index_path.exists():
+            return "missing"
+        try:
+            index = self._read_index(index_path)
+        except ValueError as err:
+            return f"corrupt index ({err})"
+        if index.get("cache_version") != CACHE_VERSION:
+            return f"built by cache version {index.get('cache_version')}"
+        if index.get("sources") != digest(file_signature(files)):
+            return "stale: its source files changed (size or modification time)"
+        for name, path in (("image", image_path), ("mask", mask_path)):
+            expected = index["arrays"][name]
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:
+                return f"torn: the {name} array {path.name} is missing"
+            if size != expected["bytes"]:
+                return f"truncated: the {name} array is {size} bytes, expected {expected['bytes']}"
+            if file_crc32(path) != expected["crc32"]:
+                return f"corrupt: the {name} array's checksum does not match (changed bytes)"
+        return None
+
+    @staticmethod
+    def _read_index(path: Path) -> dict:
+        try:
+            sealed = json.loads(path.read_text())
+            fields = {k: v for k, v in sealed.items() if k != "checksum"}
+            ok = _sealed(fields)["checksum"] == sealed.get("checksum")
+            _ = sealed["arrays"]["image"]["bytes"], sealed["arrays"]["mask"]["crc32"]
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as err:
+            raise ValueError(f"{type(err).__name__}: {err}") from None
+        if not ok:
+            raise ValueError("its checksum does not match (changed bytes)")
+        return fields
+
+    @contextlib.contextmanager
+    def lock(self, key: str) -> Iterator[None]:
+        """Hold the entry's OS file lock (one builder per entry; released on crash)."""
+        path = self.dir / ".locks" / f"{key}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with warnings.catch_warnings():  # a file system without flock: soft lock, said once
+            warnings.simplefilter("once")
+            with FileLock(path):
+                yield
+
+    # ---- writing and reading ----------------------------------------------------------
+    def store(
+        self, key: str, arrays: CaseArrays, files: Sequence[Path] = (), **info: object
+    ) -> None:
+        """Write an entry: arrays first, then the index that marks it complete.
+
+        ``files`` are the case's sources (their signature is recorded); ``info`` is stored in
+        the index (e.g. ``patient``, ``positive``).
+        """
         self.dir.mkdir(parents=True, exist_ok=True)
         image_path, mask_path, index_path = self._paths(key)
-        tmp = f".tmp{os.getpid()}"
-        for path, array in (
-            (image_path, np.asarray(arrays.images, dtype=np.float16)),
-            (mask_path, np.asarray(arrays.masks, dtype=np.uint8)),
+        checks = {}
+        for name, path, array in (
+            ("image", image_path, encode_images(arrays.images)),
+            ("mask", mask_path, np.asarray(arrays.masks, dtype=np.uint8)),
         ):
-            with open(path.with_name(path.name + tmp), "wb") as fh:
-                np.save(fh, array)
-            os.replace(path.with_name(path.name + tmp), path)
-        index = {"ids": list(arrays.ids), "shape": list(arrays.images.shape), **info}
-        index_path.with_name(index_path.name + tmp).write_text(json.dumps(index))
-        os.replace(index_path.with_name(index_path.name + tmp), index_path)
+            buffer = io.BytesIO()
+            np.save(buffer, array)
+            data = buffer.getbuffer()
+            checks[name] = {"bytes": data.nbytes, "crc32": zlib.crc32(data)}
+            write_bytes_atomic(path, data, durable=False)  # the checksum catches a power cut
+        index = {
+            "cache_version": CACHE_VERSION,
+            "sources": digest(file_signature(files)),
+            "arrays": checks,
+            "ids": list(arrays.ids),
+            "shape": list(arrays.images.shape),
+            **info,
+        }
+        write_bytes_atomic(index_path, json.dumps(_sealed(index)).encode(), durable=False)
 
     def index(self, key: str) -> dict:
         """The stored index of a case (ids, shape and the ``info`` given to :meth:`store`)."""
-        return json.loads(self._paths(key)[2].read_text())
+        return self._read_index(self._paths(key)[2])
 
     def array_paths(self, key: str) -> tuple[Path, Path]:
-        """Paths of the image and mask arrays of a stored case."""
+        """Paths of the image (uint16, see :func:`decode_images`) and mask arrays of a case."""
         image_path, mask_path, _ = self._paths(key)
         return image_path, mask_path
 
     def load(self, key: str) -> CaseArrays:
-        """The stored case, memory-mapped (nothing is read until indexed)."""
+        """The stored case: images decoded to float32 [0, 1], masks memory-mapped."""
         image_path, mask_path, _ = self._paths(key)
         return CaseArrays(
-            images=np.load(image_path, mmap_mode="r"),
+            images=decode_images(np.load(image_path, mmap_mode="r")),
             masks=np.load(mask_path, mmap_mode="r"),
             ids=self.index(key)["ids"],
         )

@@ -3,7 +3,8 @@
 Default layout, one folder per patient (the folder name is hashed into the patient key)::
 
     <data_dir>/<patient>/image.nii.gz      a NIfTI volume (or image.nii), or else
-    <data_dir>/<patient>/**/<any name>     the DICOM slices of one series, in any sub-folders
+    <data_dir>/<patient>/**/<any name>     the DICOM slices of one series, in any sub-folders,
+                                           or one Enhanced (multi-frame) CT file
     <data_dir>/<patient>/label.nii.gz      the pneumothorax label (or label.nii)
 
 or a manifest CSV (``<data_dir>/manifest.csv``, or ``manifest=``) with the header
@@ -30,7 +31,7 @@ from datamodules.splits import Split, split_patients
 
 log = logging.getLogger("ptx.data.ct")
 
-READER_VERSION = 1  # bump when reading changes the cached arrays (orientation, HU, labels)
+READER_VERSION = 2  # bump when reading changes the cached arrays (orientation, HU, labels)
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 MANIFEST_COLUMNS = ("patient", "image", "label")
 
@@ -139,33 +140,43 @@ class CTDataModule(SegmentationDataModule):
         default = root / "manifest.csv"
         return default if default.is_file() else None
 
-    def discover_cases(self, root: Path) -> list[Case]:
+    def discover_entries(self, root: Path) -> tuple[list[Case], list[DataError]]:
         manifest = self._manifest_path(root)
-        cases = self._manifest_cases(manifest) if manifest else self._folder_cases(root)
-        if not cases:
+        if manifest:
+            cases, errors = self._manifest_cases(manifest)
+        else:
+            cases, errors = self._folder_cases(root)
+        if not cases and not errors:
             raise DataError(
                 "no CT patients found: expected one folder per patient holding a DICOM series "
                 "or image.nii.gz plus label.nii.gz, or a manifest.csv (patient,image,label)",
                 path=manifest or root,
             )
-        return cases
+        return cases, errors
 
-    def _folder_cases(self, root: Path) -> list[Case]:
-        cases = []
+    def _folder_cases(self, root: Path) -> tuple[list[Case], list[DataError]]:
+        cases, errors = [], []
         for folder in sorted(p for p in root.iterdir() if p.is_dir() and p.name[0] != "."):
-            patient = anonymous_key(folder.name)
-            label = _find(folder, "label")
-            if label is None:
-                raise DataError(
-                    "patient folder has no label.nii[.gz]; add the pneumothorax label (an "
-                    "empty label for a patient without pneumothorax) or remove the folder",
-                    path=folder,
-                    patient=patient,
-                )
-            cases.append(_image_case(patient, _find(folder, "image") or folder, label, None))
-        return cases
+            try:
+                cases.append(self._folder_case(folder))
+            except DataError as err:
+                errors.append(err)
+        return cases, errors
 
-    def _manifest_cases(self, path: Path) -> list[Case]:
+    @staticmethod
+    def _folder_case(folder: Path) -> Case:
+        patient = anonymous_key(folder.name)
+        label = _find(folder, "label")
+        if label is None:
+            raise DataError(
+                "patient folder has no label.nii[.gz]; add the pneumothorax label (an "
+                "empty label for a patient without pneumothorax) or remove the folder",
+                path=folder,
+                patient=patient,
+            )
+        return _image_case(patient, _find(folder, "image") or folder, label, None)
+
+    def _manifest_cases(self, path: Path) -> tuple[list[Case], list[DataError]]:
         try:
             with open(path, newline="") as fh:
                 reader = csv.DictReader(fh, skipinitialspace=True)
@@ -178,39 +189,53 @@ class CTDataModule(SegmentationDataModule):
                 f"manifest header is {header}; expected exactly {','.join(MANIFEST_COLUMNS)}",
                 path=path,
             )
-        cases, seen = [], {}
+        cases, errors, seen = [], [], {}
         for number, row in enumerate(rows, start=2):  # row 1 is the header
-            values = {k.strip(): (v or "").strip() for k, v in row.items() if k}
-            if not all(values.get(c) for c in MANIFEST_COLUMNS):
-                raise DataError(
-                    "manifest row has an empty field; give patient, image and label",
-                    path=path,
-                    row=number,
-                )
-            patient = anonymous_key(values["patient"])
-            if patient in seen:
-                raise DataError(
-                    f"patient listed twice (also row {seen[patient]}): one volume per patient",
-                    path=path,
-                    row=number,
-                )
-            seen[patient] = number
-            image, label = (path.parent / values[c] for c in ("image", "label"))
-            if not label.is_file():
-                raise DataError(
-                    f"label file {label} does not exist", path=path, row=number, patient=patient
-                )
-            cases.append(_image_case(patient, image, label, (path, number)))
-        return cases
+            try:
+                cases.append(self._manifest_case(path, number, row, seen))
+            except DataError as err:
+                errors.append(err)
+        return cases, errors
+
+    @staticmethod
+    def _manifest_case(path: Path, number: int, row: dict, seen: dict) -> Case:
+        values = {k.strip(): (v or "").strip() for k, v in row.items() if k}
+        if not all(values.get(c) for c in MANIFEST_COLUMNS):
+            raise DataError(
+                "manifest row has an empty field; give patient, image and label",
+                path=path,
+                row=number,
+            )
+        patient = anonymous_key(values["patient"])
+        if patient in seen:
+            raise DataError(
+                f"patient listed twice (also row {seen[patient]}): one volume per patient",
+                path=path,
+                row=number,
+            )
+        seen[patient] = number
+        image, label = (path.parent / values[c] for c in ("image", "label"))
+        if not label.is_file():
+            raise DataError(
+                f"label file {label} does not exist", path=path, row=number, patient=patient
+            )
+        return _image_case(patient, image, label, (path, number))
 
     # ---- decoding -----------------------------------------------------------------------
     def load_case(self, case: Case) -> CaseArrays:
         label_path, image_files = case.files[0], case.files[1:]
         if case.meta["format"] == "nifti":
             hu, affine = read_nifti_volume(image_files[0])
+            layout = "nifti"
         else:
             hu, affine = read_dicom_series(image_files)
+            layout = "enhanced dicom" if len(image_files) == 1 else "dicom series"
         hu, affine = to_canonical(hu, affine)
+        info = {
+            "layout": layout,
+            "shape": hu.shape,  # canonical (left, posterior, superior) voxel axes
+            "spacing": tuple(float(v) for v in np.linalg.norm(affine[:3, :3], axis=0)),
+        }
         mask = aligned_label(label_path, hu.shape, affine, patient=case.patient)
         slices = axial_slices(hu)  # float32, ours: windowed in place (volumes are large)
         images = lung_window(slices, self.window_width, self.window_level, out=slices)
@@ -223,7 +248,7 @@ class CTDataModule(SegmentationDataModule):
             int(masks.any(axis=(1, 2)).sum()),
             case.meta["format"],
         )
-        return CaseArrays(images=images, masks=masks, ids=ids)
+        return CaseArrays(images=images, masks=masks, ids=ids, info=info)
 
     def split_cases(self, cases: Sequence[Case]) -> Split:
         return split_patients([c.patient for c in cases], self.split_fractions, seed=self.seed)

@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from datamodules.cache import decode_images
+from datamodules.errors import DataError
 from datamodules.transforms import random_hflip
 
 
@@ -25,13 +27,15 @@ class CachedCase:
 
 
 class SliceDataset(Dataset):
-    """One item per 2-D slice (CT) or radiograph (X-ray), read from memory-mapped arrays.
+    """One item per 2-D slice (CT) or radiograph (X-ray), read from memory-mapped cache arrays
+    (images stored as uint16, see ``datamodules.cache``).
 
     Each item is a dict: ``image`` float32 ``in_channels x H x W`` in [0, 1] (grey replicated
     to the channels), ``mask`` uint8 ``H x W`` in {0, 1} (an eighth of int64's bytes through
-    the DataLoader; the module makes the loss's class indices), ``index`` (int, the item's position
-    here), ``id`` and ``patient`` (str, both non-identifying). Arrays are opened lazily in each
-    process, so the dataset pickles cheaply into DataLoader workers whatever the start method.
+    the DataLoader; the module makes the loss's class indices), ``index`` (int, the item's
+    position here), ``id`` and ``patient`` (str, both non-identifying). Arrays are opened
+    lazily in each process, so the dataset pickles cheaply into DataLoader workers whatever
+    the start method.
     """
 
     def __init__(
@@ -64,10 +68,17 @@ class SliceDataset(Dataset):
     def _open(self, case: int) -> tuple[np.ndarray, np.ndarray]:
         if case not in self._arrays:
             c = self.cases[case]
-            self._arrays[case] = (
-                np.load(c.image_path, mmap_mode="r"),
-                np.load(c.mask_path, mmap_mode="r"),
-            )
+            try:
+                self._arrays[case] = (
+                    np.load(c.image_path, mmap_mode="r"),
+                    np.load(c.mask_path, mmap_mode="r"),
+                )
+            except (OSError, ValueError) as err:  # checked at set-up: changed since
+                raise DataError(
+                    f"cache entry changed after set-up ({type(err).__name__}: {err}); "
+                    "run again: set-up detects and rebuilds it",
+                    path=c.image_path,
+                ) from err
         return self._arrays[case]
 
     def _items(self):
@@ -92,7 +103,7 @@ class SliceDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         case, slc = int(self.case_index[index]), int(self.slice_index[index])
         images, masks = self._open(case)
-        image = torch.from_numpy(np.asarray(images[slc], dtype=np.float32))[None]
+        image = torch.from_numpy(decode_images(images[slc]))[None]
         mask = torch.from_numpy(np.asarray(masks[slc], dtype=np.uint8))
         image = image.expand(self.in_channels, -1, -1).contiguous()
         if self.hflip:

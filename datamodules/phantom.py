@@ -8,7 +8,12 @@ NIfTI pairs; ``ptx phantom xray --out DIR`` writes radiographs in the SIIM-ACR l
 from __future__ import annotations
 
 import argparse
+import shutil
 from pathlib import Path
+
+from datamodules.errors import DataError
+
+MARKERS = (".ptx-phantom", ".complete")  # what ptx phantom / a DataModule leave in a phantom
 
 
 def generate_phantom(modality: str, out: str | Path, **kwargs) -> Path:
@@ -24,6 +29,7 @@ def generate_phantom(modality: str, out: str | Path, **kwargs) -> Path:
         generate_xray_phantom(out, **kwargs)
     else:
         raise ValueError(f"unknown phantom modality {modality!r}; use 'ct' or 'xray'")
+    (out / MARKERS[0]).touch()
     return out
 
 
@@ -45,12 +51,32 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--patients", type=int, default=patients, help="number of patients")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--size", type=int, default=size, help="native image side in pixels")
+        p.add_argument(
+            "--overwrite", action="store_true", help="replace a phantom already in --out"
+        )
     return parser
+
+
+def clear_output(out: Path, overwrite: bool) -> None:
+    """Refuse a non-empty ``out``; with ``overwrite``, delete it if it holds a phantom (and
+    never a folder that does not: that could be anyone's data)."""
+    if not out.exists() or not any(out.iterdir()):
+        return
+    if not overwrite:
+        raise DataError("folder is not empty; choose a new --out or pass --overwrite", path=out)
+    if not any((out / m).exists() for m in MARKERS):
+        raise DataError(
+            "folder is not empty and holds no phantom (no .ptx-phantom): not deleting it; "
+            "choose a new --out",
+            path=out,
+        )
+    shutil.rmtree(out)
 
 
 def cli(argv: list[str]) -> int:
     args = vars(build_parser().parse_args(argv))
     modality, out = args.pop("modality"), args.pop("out")
+    clear_output(out, args.pop("overwrite"))
     generate_phantom(modality, out, **args)
     print(f"wrote {modality} phantom to {out}")
     return 0

@@ -17,6 +17,8 @@ from datamodules.errors import DataError
 from datamodules.privacy import anonymous_key
 from datamodules.readers.dicom import read_dicom
 from datamodules.readers.radiograph import (
+    DEFAULT_PERCENTILES,
+    INTENSITY_RULES,
     READER_VERSION,
     image_shape,
     is_dicom,
@@ -62,6 +64,9 @@ class XRayDataModule(SegmentationDataModule):
             else ``stage_2_train.csv``).
         rle_scheme: ``"auto"`` (detect relative SIIM vs standard Kaggle RLE per file),
             ``"relative"`` or ``"standard"``.
+        intensity: how an image without a VOI LUT / window is mapped to [0, 1]:
+            ``"percentiles"`` (its own robust range, default) or ``"bit_depth"``.
+        percentiles: the low and high percentiles of that robust range (0.5, 99.5).
     """
 
     modality = "xray"
@@ -84,6 +89,8 @@ class XRayDataModule(SegmentationDataModule):
         phantom: dict | None = None,
         rle_csv: str | None = None,
         rle_scheme: str = "auto",
+        intensity: str = "percentiles",
+        percentiles: Sequence[float] = DEFAULT_PERCENTILES,
     ) -> None:
         super().__init__(
             data_dir=data_dir,
@@ -105,18 +112,30 @@ class XRayDataModule(SegmentationDataModule):
         self.phantom = {**PHANTOM_DEFAULTS, **self.phantom}
         if self.phantom["layout"] not in ("siim", "png"):
             raise ValueError(f"phantom layout must be 'siim' or 'png': {self.phantom['layout']}")
+        if intensity not in INTENSITY_RULES:
+            raise ValueError(f"intensity must be one of {INTENSITY_RULES}: {intensity!r}")
+        low, high = (float(p) for p in percentiles)
+        if not 0 <= low < high <= 100:
+            raise ValueError(f"percentiles must be 0 <= low < high <= 100: {percentiles}")
         self.rle_csv = rle_csv
         self.rle_scheme = rle_scheme
+        self.intensity = intensity
+        self.percentiles = (low, high)
 
     def preprocessing_settings(self) -> dict:
-        return {**super().preprocessing_settings(), "reader": READER_VERSION}
+        return {
+            **super().preprocessing_settings(),
+            "reader": READER_VERSION,
+            "intensity": self.intensity,
+            "percentiles": list(self.percentiles),
+        }
 
     def generate_phantom(self, out: Path) -> None:
         from datamodules.phantom_xray import generate_xray_phantom
 
         generate_xray_phantom(out, **{"seed": self.seed, **self.phantom})
 
-    def discover_cases(self, root: Path) -> list[Case]:
+    def discover_entries(self, root: Path) -> tuple[list[Case], list[DataError]]:
         layout = find_layout(root, self.rle_csv)
         entries, skipped = discover_radiographs(layout)
         self._report_skipped(skipped)
@@ -127,21 +146,26 @@ class XRayDataModule(SegmentationDataModule):
                 "check the folder and that ids match the mask names or CSV rows",
                 path=root,
             )
-        cases = [self._case(entry) for entry in entries]
-        if layout.csv is not None:
+        cases, errors = [], []
+        for entry in entries:
+            try:
+                cases.append(self._case(entry))
+            except DataError as err:
+                errors.append(err)
+        if layout.csv is not None and cases:
             cases = self._with_scheme(cases, layout.csv)
         self.report["images_read"] = len(cases)
         log.info(
-            "xray %s layout: %d images of %d patients (%d with pneumothorax)",
+            "xray %s layout: %d images of %d patients",
             layout.kind,
             len(cases),
             len({c.patient for c in cases}),
-            sum(bool(c.label) for c in cases),
         )
-        return cases
+        return cases, errors
 
     def _case(self, entry: RadiographEntry) -> Radiograph:
-        """Patient key, grid and label of one image, from headers and masks (no pixel data)."""
+        """Patient key, grid and (for RLE rows) label of one image, from its header alone;
+        a mask PNG is decoded once, into the cache, which then gives the label."""
         patient_id = ""
         if is_dicom(entry.image):
             header = read_dicom(entry.image, header_only=True)
@@ -152,8 +176,7 @@ class XRayDataModule(SegmentationDataModule):
         # grouped by patient when the DICOM says who it is; else each image stands alone
         patient = anonymous_key(patient_id or f"image:{entry.image_id}")
         if entry.mask is not None:
-            label = int(read_mask_png(entry.mask).any())
-            files, meta = (entry.image, entry.mask), {}
+            label, files, meta = None, (entry.image, entry.mask), {}
         else:
             label = int(any(r.encoded != "-1" for r in entry.rows))
             files, meta = (entry.image,), {"rle": [r.encoded for r in entry.rows]}
@@ -189,7 +212,7 @@ class XRayDataModule(SegmentationDataModule):
                 log.warning("skipped %d ids (%s), e.g. %s", len(ids), reason, ", ".join(ids[:3]))
 
     def load_case(self, case: Radiograph) -> CaseArrays:
-        image = read_radiograph(case.files[0])
+        image = read_radiograph(case.files[0], self.intensity, self.percentiles)
         if case.mask_file is not None:
             mask = read_mask_png(case.mask_file)
             if mask.shape != image.shape:
@@ -201,7 +224,10 @@ class XRayDataModule(SegmentationDataModule):
                 )
         else:
             mask = decode_instances(case.rows, *image.shape, case.scheme, case.csv)
-        return CaseArrays(images=image[None], masks=mask[None], ids=[case.image_id])
+        source = "png" if case.mask_file is not None else f"{case.scheme} RLE"
+        info = {"layout": f"{'dicom' if is_dicom(case.files[0]) else 'png'} + {source}"}
+        info["shape"] = image.shape
+        return CaseArrays(images=image[None], masks=mask[None], ids=[case.image_id], info=info)
 
     def split_cases(self, cases: Sequence[Case]) -> Split:
         labels: dict[str, int] = {}

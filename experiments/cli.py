@@ -1,17 +1,22 @@
-"""``ptx``: the project's one command line.
+"""``ptx [--debug] COMMAND ...``: the project's one command line.
 
 Each subcommand lives in the module that owns it and is imported only when used, so
-``ptx phantom`` starts in a second while ``ptx fit`` pays for torch and Lightning.
+``ptx phantom`` starts in a second while ``ptx fit`` pays for torch and Lightning. The
+project's own input errors (bad data, a bad sweep or run folder, a bad setting) end every
+command with a one-line message and exit status 2; ``--debug`` (or ``PTX_DEBUG=1``, which
+cells run in their own process inherit) shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 # subcommand -> "module:function"; the function takes argv (without the subcommand), returns rc
 COMMANDS: dict[str, tuple[str, str]] = {
     "phantom": ("datamodules.phantom:cli", "write a synthetic CT or X-ray data set"),
+    "check-data": ("datamodules.check:cli", "read every case of a data folder, report problems"),
     "fit": ("experiments.train:fit_cli", "train a model (then test it), one experiment config"),
     "validate": ("experiments.train:validate_cli", "validate a checkpoint"),
     "test": ("experiments.train:test_cli", "test a checkpoint, write metrics and per-image table"),
@@ -24,11 +29,41 @@ COMMANDS: dict[str, tuple[str, str]] = {
 def usage() -> str:
     width = max(map(len, COMMANDS))
     lines = [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
-    return "usage: ptx COMMAND [ARGS...]\n\ncommands:\n" + "\n".join(lines)
+    return (
+        "usage: ptx [--debug] COMMAND [ARGS...]\n\ncommands:\n"
+        + "\n".join(lines)
+        + "\n\n--debug: tracebacks instead of one-line errors"
+    )
+
+
+def debugging() -> bool:
+    """True under ``ptx --debug`` (or ``PTX_DEBUG=1``): let errors raise with tracebacks."""
+    return os.environ.get("PTX_DEBUG", "") not in ("", "0")
+
+
+def input_errors() -> tuple[type[BaseException], ...]:
+    """The project's own errors about its input: a message, never a traceback."""
+    from ablations.records import RecordError
+    from ablations.sweeps import SweepError
+    from datamodules.errors import DataError
+    from experiments.run_dir import RunDirError
+
+    return (DataError, SweepError, RecordError, RunDirError)
+
+
+def error_line(command: str, err: BaseException) -> str:
+    """``ptx <command>: error: <message on one line>``; a ValueError not of the project's
+    own kinds (e.g. a setting a library refused) adds where to see the traceback."""
+    message = " ".join(str(err).split()) or type(err).__name__
+    hint = "" if isinstance(err, input_errors()) else f" (ptx --debug {command} ... for details)"
+    return f"ptx {command}: error: {message}{hint}"
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "--debug":
+        os.environ["PTX_DEBUG"] = "1"  # inherited by cells run in their own process
+        argv = argv[1:]
     if not argv or argv[0] in {"-h", "--help"}:
         print(usage())
         return 0
@@ -37,7 +72,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ptx: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
     module, function = COMMANDS[name][0].split(":")
-    return int(getattr(importlib.import_module(module), function)(rest) or 0)
+    try:
+        return int(getattr(importlib.import_module(module), function)(rest) or 0)
+    except (ValueError, *input_errors()) as err:
+        if debugging():
+            raise
+        print(error_line(name, err), file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

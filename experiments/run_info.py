@@ -17,6 +17,7 @@ from pytorch_lightning.utilities.seed import isolate_rng
 
 from datamodules.base import default_cache_dir
 from datamodules.cache import digest
+from datamodules.privacy import id_fingerprint
 from lightning_modules.complexity import count_gmacs, count_parameters
 from lightning_modules.nets import create_model, model_entry
 
@@ -43,6 +44,8 @@ def run_info(experiment, profile, group, name, modality, model: dict, seed: int)
         "growth_rate": net_kwargs.get("growth_rate"),
         "loss": model["loss"],
         "seed": seed,
+        # which identifier secret made the patient keys: runs of different ones never mix
+        "id_fingerprint": id_fingerprint(),
     }
 
 

@@ -20,7 +20,6 @@ import sys
 import warnings
 from pathlib import Path
 
-from datamodules.errors import DataError
 from experiments.profiles import choose_profile, experiment_layers, list_experiments
 from experiments.run_dir import RunDirError
 
@@ -157,17 +156,18 @@ def _finish_wandb(exit_code: int) -> None:
 
 
 def _main(command: str, argv: list[str]) -> int:
+    from experiments.cli import debugging, error_line
     from lightning_modules.callbacks import NonFiniteLossError
 
     _configure_logging()
     try:
-        args = lightning_args(command, argv)
-    except ValueError as err:  # unknown experiment or profile, no --exp
-        print(f"ptx {command}: error: {err}", file=sys.stderr)
+        _build(command, lightning_args(command, argv))
+    except (RunDirError, ValueError) as err:  # bad data, run folder or setting: input errors
+        if debugging():
+            raise
+        print(error_line(command, err), file=sys.stderr)
         return 2
-    try:
-        _build(command, args)
-    except (RunDirError, DataError, NonFiniteLossError) as err:
+    except NonFiniteLossError as err:  # the training diverged: a failed run, not bad input
         print(f"ptx {command}: error: {err}", file=sys.stderr)
         return 1
     return 0

@@ -118,3 +118,65 @@ def nifti_patient(folder: Path, hu: np.ndarray, label: np.ndarray, affine=None, 
     write_nifti(folder / "image.nii.gz", image, image_affine)
     write_nifti(folder / "label.nii.gz", mask, mask_affine)
     return folder
+
+
+def write_enhanced(
+    path: Path,
+    stored: np.ndarray,
+    positions: Sequence[Sequence[float]],
+    intercepts: Sequence[float],
+    *,
+    orientation: Sequence[float] = AXIAL,
+    spacing: tuple[float, float] = (0.8, 0.6),
+    per_frame_orientation: Sequence[Sequence[float]] | None = None,
+) -> Path:
+    """An Enhanced CT file written by hand: frames ``stored`` (frames x rows x columns, int16)
+    in the given order, each with its position and RescaleIntercept in per-frame functional
+    groups; orientation and pixel measures shared (or orientation per frame when given)."""
+    from pydicom.sequence import Sequence as DicomSequence
+    from pydicom.uid import EnhancedCTImageStorage
+
+    def item(**attributes) -> Dataset:
+        ds = Dataset()
+        for keyword, value in attributes.items():
+            setattr(ds, keyword, value)
+        return ds
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = EnhancedCTImageStorage
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = EnhancedCTImageStorage
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.Modality = "CT"
+    ds.NumberOfFrames = len(stored)
+    ds.Rows, ds.Columns = stored.shape[1:]
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+    shared = item(PixelMeasuresSequence=DicomSequence([item(PixelSpacing=list(spacing))]))
+    if per_frame_orientation is None:
+        shared.PlaneOrientationSequence = DicomSequence(
+            [item(ImageOrientationPatient=list(orientation))]
+        )
+    ds.SharedFunctionalGroupsSequence = DicomSequence([shared])
+    frames = []
+    for k, (position, intercept) in enumerate(zip(positions, intercepts, strict=True)):
+        frame = item(
+            PlanePositionSequence=DicomSequence(
+                [item(ImagePositionPatient=[float(v) for v in position])]
+            ),
+            PixelValueTransformationSequence=DicomSequence(
+                [item(RescaleIntercept=intercept, RescaleSlope=1.0, RescaleType="HU")]
+            ),
+        )
+        if per_frame_orientation is not None:
+            frame.PlaneOrientationSequence = DicomSequence(
+                [item(ImageOrientationPatient=list(per_frame_orientation[k]))]
+            )
+        frames.append(frame)
+    ds.PerFrameFunctionalGroupsSequence = DicomSequence(frames)
+    ds.PixelData = np.ascontiguousarray(stored.astype(np.int16)).tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path

@@ -127,15 +127,17 @@ def test_cache_is_reused_and_rebuilt_for_exactly_what_changed(phantom, tmp_path)
     second = _module(phantom, tmp_path, **kwargs)
     second.setup()
     assert (second.report["cases_decoded"], second.report["cases_from_cache"]) == (0, 4)
-    indexes = set((tmp_path / "cache").rglob("*.json"))
+    indexes = {p: p.stat().st_mtime_ns for p in (tmp_path / "cache").rglob("*.json")}
     folder = next(p for p in sorted(phantom.iterdir()) if not list(p.glob("image.nii*")))
     touched = next(p for p in folder.rglob("*") if p.is_file() and ".nii" not in p.name)
     touched.touch()
     third = _module(phantom, tmp_path, **kwargs)
     third.setup()
     assert third.report["cases_decoded"] == 1
-    new = set((tmp_path / "cache").rglob("*.json")) - indexes
-    assert [json.loads(p.read_text())["patient"] for p in new] == [anonymous_key(folder.name)]
+    # the stale entry is rebuilt in place: same file, new content; the others untouched
+    assert set((tmp_path / "cache").rglob("*.json")) == set(indexes)
+    rebuilt = [p for p, t in indexes.items() if p.stat().st_mtime_ns != t]
+    assert [json.loads(p.read_text())["patient"] for p in rebuilt] == [anonymous_key(folder.name)]
     other_window = _module(phantom, tmp_path, window_width=400, window_level=40, **kwargs)
     other_window.setup()
     assert other_window.report["cases_decoded"] == 4

@@ -93,7 +93,7 @@ def test_a_finished_run_is_refused_then_overwritten_on_request(tmp_path, capsys)
     assert fit_cli(argv) == 0
     run_dir = tmp_path / "ct" / "again"
     (run_dir / "checkpoints" / "stale.ckpt").write_bytes(b"from an earlier run")
-    assert fit_cli(argv) == 1
+    assert fit_cli(argv) == 2  # an input error
     assert "already holds a run" in capsys.readouterr().err
     assert (run_dir / "checkpoints" / "stale.ckpt").exists()  # refused: nothing touched
     assert fit_cli([*argv, "--overwrite"]) == 0

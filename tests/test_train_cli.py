@@ -187,8 +187,9 @@ def test_retest_reproduces_the_test_metrics(ct_run):
 
 def test_a_second_fit_refuses_to_overwrite_the_run(ct_run, capsys):
     runs = str(ct_run.parents[1])
-    assert fit_cli([*CT, *SHORT, "--runs-dir", runs]) == 1
-    assert "already holds a run" in capsys.readouterr().err
+    assert fit_cli([*CT, *SHORT, "--runs-dir", runs]) == 2  # an input error: one line
+    err = capsys.readouterr().err
+    assert "already holds a run" in err and "Traceback" not in err
 
 
 def test_non_finite_loss_stops_the_run_without_checkpoints(tmp_path, capsys):

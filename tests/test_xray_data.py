@@ -163,3 +163,34 @@ def test_default_phantom_is_generated_once(tmp_path):
     again.setup()
     assert again.report["cases_decoded"] == 0
     assert again.split == dm.split
+
+
+def test_png_masks_are_decoded_once_into_the_cache(tmp_path, monkeypatch):
+    import datamodules.xray as xray_module
+
+    root = tmp_path / "png"
+    rng = np.random.default_rng(0)
+    for n in range(6):
+        for folder in ("images", "masks"):
+            (root / folder).mkdir(parents=True, exist_ok=True)
+        picture = rng.integers(0, 255, (16, 16), dtype=np.uint8)
+        Image.fromarray(picture).save(root / "images" / f"i{n}.png")
+        mask = np.zeros((16, 16), np.uint8)
+        mask[:4, :4] = 255 * (n % 2)
+        Image.fromarray(mask).save(root / "masks" / f"i{n}.png")
+    calls = []
+    original = xray_module.read_mask_png
+    monkeypatch.setattr(xray_module, "read_mask_png", lambda p: calls.append(p) or original(p))
+    kwargs = {"data_dir": str(root), "cache_dir": str(tmp_path / "c"), "image_size": 16}
+    first = XRayDataModule(split_fractions=(1, 1, 1), **kwargs)
+    first.setup()
+    assert len(calls) == 6  # decoded once each, while filling the cache
+    second = XRayDataModule(split_fractions=(1, 1, 1), **kwargs)
+    second.setup()
+    assert len(calls) == 6 and second.report["cases_from_cache"] == 6  # none read again
+    assert second.split == first.split  # labels from the cache: the same stratified split
+    positives = sum(
+        int(ds.positive.sum())
+        for ds in (second.train_dataset, second.val_dataset, second.test_dataset)
+    )
+    assert positives == 3

@@ -60,3 +60,14 @@ def xray_phantom(tmp_path_factory, **kwargs) -> Path:
         generate_xray_phantom(out, **kwargs)
         _PHANTOMS[key] = out
     return _PHANTOMS[key]
+
+
+def vendor_file(name: str) -> Path:
+    """A real vendor DICOM from pydicom-data (the dev extra), found on disk, never fetched."""
+    import pytest
+
+    data_store = pytest.importorskip("data_store", reason="pip install pydicom-data")
+    path = Path(data_store.__file__).parent / "data" / name
+    if not path.is_file():
+        pytest.skip(f"{name} is not in this pydicom-data")
+    return path

@@ -5,6 +5,8 @@ of the two ImageOrientationPatient directions), never by file name; without posi
 fall back to InstanceNumber. The volume is returned in NIfTI voxel order ``(i, j, k)`` =
 (column, row, slice) with a 4 x 4 affine to RAS+ millimetres, the geometry ITK-SNAP gives a
 label drawn on the series, so the label NIfTI can be checked against it voxel for voxel.
+An Enhanced (multi-frame) CT file takes the same path, one header per frame
+(``readers.dicom_enhanced``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import pydicom
 
 from datamodules.errors import DataError
 from datamodules.readers.dicom import pixel_array, read_dicom
+from datamodules.readers.dicom_enhanced import frame_headers, frame_pixels, is_multiframe
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 SKIPPED_NAMES = {"DICOMDIR"}  # a media index, not a slice
@@ -84,9 +87,9 @@ def _same(values: list, files: Sequence[Path], what: str, tol: float | None = No
             differs = np.shape(value) != np.shape(ref) or not np.allclose(value, ref, atol=tol)
         if differs:
             raise DataError(
-                f"{what} {value} differs from {ref} in {files[0].name}: the slices do not form "
-                "one series; keep one series per patient folder (or name its folder in a "
-                "manifest)",
+                f"{what} {value} differs from {ref} in {files[0].name}: the slices (or frames) "
+                "do not form one volume; keep one series per patient folder (or name its "
+                "folder in a manifest)",
                 path=path,
             )
 
@@ -151,7 +154,8 @@ def _check_gaps(along: np.ndarray, files: Sequence[Path]) -> None:
         if gap < 1e-3:
             raise DataError(
                 f"two slices at the same position ({along[n]:.2f} mm along the normal, also "
-                f"{files[n].name}): duplicated files or two series in one folder; remove one",
+                f"{files[n].name}): duplicated files, two series in one folder, or several "
+                "stacks or time points in one multi-frame file; keep one volume",
                 path=files[n + 1],
             )
         if abs(gap - typical) > max(SPACING_TOL * typical, 0.05):
@@ -163,21 +167,19 @@ def _check_gaps(along: np.ndarray, files: Sequence[Path]) -> None:
             )
 
 
-def slice_hu(ds: pydicom.Dataset, path: str | Path) -> np.ndarray:
-    """Hounsfield units of one slice, rows x columns float32 (stored x slope + intercept).
+def rescale_hu(stored: np.ndarray, header: pydicom.Dataset) -> np.ndarray:
+    """Hounsfield units, float32: stored x RescaleSlope + RescaleIntercept of ``header``.
 
     Signed and unsigned PixelRepresentation are both decoded by pydicom into the stored values.
     """
-    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
-        raise DataError(
-            "multi-frame (enhanced) CT is not read; convert it to NIfTI (e.g. dcm2niix) "
-            "and give image.nii.gz instead",
-            path=path,
-        )
-    stored = pixel_array(ds, path)
-    slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
-    intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+    slope = float(header.get("RescaleSlope", 1.0) or 1.0)
+    intercept = float(header.get("RescaleIntercept", 0.0) or 0.0)
     return stored.astype(np.float32) * np.float32(slope) + np.float32(intercept)
+
+
+def slice_hu(ds: pydicom.Dataset, path: str | Path) -> np.ndarray:
+    """Hounsfield units of one classic slice, rows x columns float32."""
+    return rescale_hu(pixel_array(ds, path), ds)
 
 
 def read_series_headers(files: Sequence[Path]) -> list[pydicom.Dataset]:
@@ -206,6 +208,15 @@ def read_dicom_series(files: Sequence[str | Path]) -> tuple[np.ndarray, np.ndarr
     """
     files = [Path(f) for f in files]
     datasets = read_series_headers(files)
+    enhanced = [path for path, ds in zip(files, datasets, strict=True) if is_multiframe(ds)]
+    if enhanced and len(files) == 1:
+        return read_enhanced_volume(datasets[0], files[0])
+    if enhanced:
+        raise DataError(
+            f"a multi-frame (enhanced) file among {len(files)} files: a patient folder holds "
+            "either the slices of one classic series or one enhanced file; remove the others",
+            path=enhanced[0],
+        )
     geometry = series_geometry(datasets, files)
     rows, cols = int(datasets[0].Rows), int(datasets[0].Columns)
     volume = np.empty((cols, rows, len(files)), dtype=np.float32)
@@ -217,4 +228,17 @@ def read_dicom_series(files: Sequence[str | Path]) -> tuple[np.ndarray, np.ndarr
                 path=files[index],
             )
         volume[:, :, k] = hu.T
+    return volume, geometry.affine
+
+
+def read_enhanced_volume(ds: pydicom.Dataset, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """An Enhanced (multi-frame) CT file as :func:`read_dicom_series` reads a series: HU
+    volume (columns x rows x frames, float32, sorted along the normal) and RAS+ affine."""
+    headers, names = frame_headers(ds, path)
+    geometry = series_geometry(headers, names)
+    frames = frame_pixels(ds, pixel_array(ds, path), path)
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    volume = np.empty((cols, rows, len(headers)), dtype=np.float32)
+    for k, index in enumerate(geometry.order):
+        volume[:, :, k] = rescale_hu(frames[index], headers[index]).T
     return volume, geometry.affine
