@@ -104,7 +104,8 @@ class SliceDataset(Dataset):
         case, slc = int(self.case_index[index]), int(self.slice_index[index])
         images, masks = self._open(case)
         image = torch.from_numpy(decode_images(images[slc]))[None]
-        mask = torch.from_numpy(np.asarray(masks[slc], dtype=np.uint8))
+        # np.array copies: a memmap slice is read-only and torch warns on it
+        mask = torch.from_numpy(np.array(masks[slc], dtype=np.uint8))
         image = image.expand(self.in_channels, -1, -1).contiguous()
         if self.hflip:
             image, mask = random_hflip(image, mask)
