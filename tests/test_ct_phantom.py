@@ -161,7 +161,7 @@ def test_a_small_unet_learns_the_phantom(tmp_path):
             probability, target = logits.softmax(1)[:, 1], batch["mask"].float()
             overlap = 2 * (probability * target).sum() + 1
             loss = (
-                F.cross_entropy(logits, batch["mask"])
+                F.cross_entropy(logits, batch["mask"].long())
                 + 1
                 - overlap / (probability.sum() + target.sum() + 1)
             )

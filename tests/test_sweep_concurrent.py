@@ -26,7 +26,9 @@ overrides:
 columns: [dice, {key: params, label: Param, source: run}]
 cells:
   - {id: r18, exp: ct/unet, overrides: {model.net_kwargs.encoder_name: resnet18}}
-  - {id: r18-lr, exp: ct/unet, overrides: {model.net_kwargs.encoder_name: resnet18, model.lr: 0.01}}
+  - id: r18-lr
+    exp: ct/unet
+    overrides: {model.net_kwargs.encoder_name: resnet18, model.optimizer.init_args.lr: 0.01}
   - {id: fpn18, exp: ct/fpn, overrides: {model.net_kwargs.encoder_name: resnet18}}
   - {id: link18, exp: ct/linknet, overrides: {model.net_kwargs.encoder_name: resnet18}}
 """

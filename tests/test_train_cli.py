@@ -142,7 +142,9 @@ def test_quick_ct_fit_learns_more_than_an_empty_prediction_scores(tmp_path):
     assert fit_cli([*CT, "--runs-dir", str(tmp_path)]) == 0
     run_dir = tmp_path / "ct" / "unet-resnet34-ce-s0"
     record = json.loads((run_dir / "metrics.json").read_text())
-    assert record["status"] == "finished" and record["epochs"] == 5  # ct/_quick.yaml
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())  # from ct/_quick.yaml
+    assert record["status"] == "finished"
+    assert record["epochs"] == config["trainer"]["max_epochs"] >= 5
     assert_learned(record["test"], _read_csv(run_dir / "per_image.csv"), margin=0.15)
 
 
