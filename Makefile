@@ -39,7 +39,12 @@ phantom: install  ## write both phantoms under data/phantom (DIR=... to change)
 	$(PTX) phantom ct --out $(or $(DIR),data/phantom)/ct --patients 8 --size 256 --slices 48
 	$(PTX) phantom xray --out $(or $(DIR),data/phantom)/xray --patients 40 --size 512
 
-.PHONY: model-table bench bench-data bench-train
+.PHONY: predict model-table bench bench-data bench-train
+predict: install  ## make predict MODEL=runs/ct/efa_net-s0 IN=scans/ OUT=predictions/ [ARGS='--tta hflip']
+	$(PTX) predict --model $(or $(MODEL),$(error give MODEL=a run folder or .ckpt)) \
+		--input $(or $(IN),$(error give IN=a scan file or folder)) \
+		--out $(or $(OUT),$(error give OUT=an output folder)) $(ARGS)
+
 model-table: install  ## parameters and GMACs of every registered model, beside the papers'
 	$(PTX) model-table
 

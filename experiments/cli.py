@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "fit": ("experiments.train:fit_cli", "train a model (then test it), one experiment config"),
     "validate": ("experiments.train:validate_cli", "validate a checkpoint"),
     "test": ("experiments.train:test_cli", "test a checkpoint, write metrics and per-image table"),
+    "predict": ("experiments.predict:cli", "apply a trained run to new CT volumes or radiographs"),
     "model-table": ("lightning_modules.complexity:cli", "parameters and GMACs of every model"),
     "sweep": ("ablations.runner:cli", "run a paper table's grid of experiments"),
     "report": ("ablations.report:cli", "rebuild a sweep's table and figures from its runs"),

@@ -11,6 +11,8 @@ same canonical array, so masks stay aligned with images.
 
 from __future__ import annotations
 
+import gzip
+import io
 import zlib
 from pathlib import Path
 
@@ -25,6 +27,7 @@ from nibabel.orientations import (
     ornt_transform,
 )
 
+from datamodules.atomic import write_bytes_atomic
 from datamodules.errors import DataError
 
 CANONICAL = ("L", "P", "S")
@@ -141,3 +144,27 @@ def aligned_label(
 def axial_slices(volume: np.ndarray) -> np.ndarray:
     """Canonical (i, j, k) volume -> slices x rows x columns (k, j, i), contiguous."""
     return np.ascontiguousarray(volume.transpose(2, 1, 0))
+
+
+def from_canonical(data: np.ndarray, source_affine: np.ndarray) -> np.ndarray:
+    """Undo :func:`to_canonical`: a canonical (LPS) array back to the voxel order of the
+    volume whose affine is ``source_affine``, so it can be saved with that very affine."""
+    transform = ornt_transform(axcodes2ornt(CANONICAL), io_orientation(source_affine))
+    return apply_orientation(data, transform)
+
+
+def write_nifti(path: str | Path, data: np.ndarray, affine: np.ndarray) -> Path:
+    """Save ``data`` (uint8 label or float32 map, in the voxel order of ``affine``) as NIfTI
+    with that affine, atomically; the grid is the source's, so any viewer overlays it."""
+    image = nib.Nifti1Image(np.asarray(data), np.asarray(affine, dtype=float))
+    image.set_qform(image.affine, code=1)  # scanner coordinates, as a reader expects
+    image.set_sform(image.affine, code=1)
+    suffix = ".nii.gz" if str(path).endswith(".gz") else ".nii"
+    return write_bytes_atomic(path, _nifti_bytes(image, suffix))
+
+
+def _nifti_bytes(image: nib.Nifti1Image, suffix: str) -> bytes:
+    raw = io.BytesIO()
+    image.to_stream(raw)  # nibabel writes the single-file .nii layout to a stream
+    data = raw.getvalue()
+    return gzip.compress(data, mtime=0) if suffix == ".nii.gz" else data

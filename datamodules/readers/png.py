@@ -1,9 +1,15 @@
-"""The PNG folder layout: ``images/<ImageId>.png`` beside ``masks/<ImageId>.png`` (0/255)."""
+"""The PNG folder layout: ``images/<ImageId>.png`` beside ``masks/<ImageId>.png`` (0/255),
+and the writer of the PNGs ``ptx predict`` makes (masks, overlays, probability maps)."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
+
+from datamodules.atomic import write_bytes_atomic
 from datamodules.errors import DataError
 
 IMAGE_SUFFIXES = (".png",)
@@ -42,3 +48,15 @@ def png_pairs(
         "mask without image": sorted(masks.keys() - images.keys()),
     }
     return pairs, skipped
+
+
+def write_png(path: str | Path, pixels: np.ndarray) -> Path:
+    """Save uint8 ``H x W`` (grey; a mask as 0/255) or ``H x W x 3`` (RGB) atomically."""
+    pixels = np.asarray(pixels)
+    if pixels.dtype != np.uint8 or pixels.ndim not in (2, 3):
+        raise ValueError(
+            f"write_png takes uint8 H x W or H x W x 3, got {pixels.dtype} {pixels.shape}"
+        )
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return write_bytes_atomic(path, buffer.getvalue())

@@ -1,0 +1,104 @@
+"""``ptx predict`` for CT: find the volumes, segment each, write its mask on the input grid."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from datamodules.ct import NIFTI_SUFFIXES, lung_window
+from datamodules.errors import DataError
+from datamodules.privacy import anonymous_key
+from datamodules.readers.dicom_series import read_dicom_series, series_files
+from datamodules.readers.nifti import (
+    axial_slices,
+    from_canonical,
+    read_nifti_volume,
+    to_canonical,
+    write_nifti,
+)
+from lightning_modules.volumetry import pneumothorax_size
+
+
+@dataclass(frozen=True)
+class Volume:
+    """One CT volume to segment: a NIfTI file or the files of one DICOM series."""
+
+    name: str  # keyed, non-identifying (file names, tables, logs)
+    files: tuple[Path, ...]
+    layout: str  # "nifti" or "dicom"
+
+    @staticmethod
+    def summary(row: dict) -> str:
+        return (
+            f"{row['volume_ml']:.1f} mL pneumothorax (right {row['volume_right_ml']:.1f}, "
+            f"left {row['volume_left_ml']:.1f}) on {row['slices']} slices"
+        )
+
+
+def _is_nifti(path: Path) -> bool:
+    return path.is_file() and path.name.endswith(NIFTI_SUFFIXES)
+
+
+def _is_label(path: Path) -> bool:
+    """A label of the CT layout (``label.nii.gz``): skipped, so a labelled folder predicts."""
+    return path.name in tuple(f"label{s}" for s in NIFTI_SUFFIXES)
+
+
+def find_volumes(root: Path) -> list[Volume]:
+    """A NIfTI or enhanced DICOM file; a folder of NIfTI files; a DICOM series folder; or a
+    folder of series folders (the non-NIfTI files of each folder are one series). Sorted by
+    path; the CT layout's ``label.nii.gz`` files are not inputs."""
+    if not root.exists():
+        raise DataError("input not found", path=root)
+    if root.is_file():  # a NIfTI volume or one enhanced (multi-frame) DICOM
+        return [_volume(root, root.parent, (root,), "nifti" if _is_nifti(root) else "dicom")]
+    volumes = [
+        _volume(p, root, (p,), "nifti")
+        for p in sorted(root.rglob("*"))
+        if _is_nifti(p) and not _is_label(p)
+    ]
+    folders = sorted({p.parent for p in series_files(root) if not _is_nifti(p)})
+    for folder in folders:
+        files = tuple(p for p in series_files(folder) if p.parent == folder and not _is_nifti(p))
+        if files:
+            volumes.append(_volume(folder, root, files, "dicom"))
+    return volumes
+
+
+def _volume(path: Path, root: Path, files: tuple[Path, ...], layout: str) -> Volume:
+    relative = str(path.relative_to(root)) if path != root else path.name
+    return Volume(anonymous_key(relative, prefix="c"), files, layout)
+
+
+def predict_volume(predictor, volume: Volume, out: Path, args) -> dict:
+    """Segment one volume; write ``<name>_ptx.nii.gz`` (and probabilities); return its row."""
+    if volume.layout == "nifti":
+        source, affine = read_nifti_volume(volume.files[0])
+    else:
+        source, affine = read_dicom_series(volume.files)
+    hu, canonical_affine = to_canonical(source, affine)
+    data = predictor.data_settings
+    slices = lung_window(
+        axial_slices(hu), data.get("window_width", 1500.0), data.get("window_level", -600.0)
+    )
+    prediction = predictor.probabilities(slices, batch_size=args.batch_size)
+    calls = predictor.calls(prediction.grid)
+    masks = predictor.masks(prediction.native, calls)
+    mask = np.ascontiguousarray(masks.transpose(2, 1, 0))  # slices -> canonical (i, j, k)
+    write_nifti(out / f"{volume.name}_ptx.nii.gz", from_canonical(mask, affine), affine)
+    if args.save_probabilities:
+        native = np.ascontiguousarray(prediction.native.transpose(2, 1, 0), dtype=np.float32)
+        path = out / f"{volume.name}_probabilities.nii.gz"
+        write_nifti(path, from_canonical(native, affine), affine)
+    size = pneumothorax_size(mask, hu, canonical_affine)
+    return {
+        "case": volume.name,
+        "layout": volume.layout,
+        "ptx": bool(size["volume_ml"] > 0),
+        **size,
+        "slices_total": int(mask.shape[2]),
+        "top_probability": float(prediction.native.max()) if prediction.native.size else 0.0,
+        "mask": f"{volume.name}_ptx.nii.gz",
+    }

@@ -1,0 +1,187 @@
+"""``ptx predict``: masks on the input's grid, the SIIM submission round trip, volumes in mL,
+resuming; end to end from a trained run folder.
+
+The geometry tests use a network with known output (PTX wherever the input is darker than a
+threshold) at the input's own size, so every output pixel can be checked against the input.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from argparse import Namespace
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from datamodules.ct import lung_window
+from datamodules.phantom_ct import generate_ct_phantom
+from datamodules.phantom_xray import generate_xray_phantom
+from datamodules.readers.dicom_series import read_dicom_series
+from datamodules.readers.nifti import read_nifti_volume
+from datamodules.readers.radiograph import read_mask_png, read_radiograph
+from datamodules.readers.rle import read_rle_csv, rle_decode
+from experiments.cli import main as ptx
+from experiments.predict_ct import find_volumes, predict_volume
+from experiments.predict_xray import find_radiographs, predict_radiograph, write_submission
+from experiments.train import fit_cli
+from lightning_modules.diagnosis import DiagnosisRule
+from lightning_modules.inference import Predictor
+from lightning_modules.volumetry import voxel_volume_ml
+
+DARK = 0.2  # the threshold network's PTX: windowed CT (or radiograph) values below this
+
+
+class DarkIsPneumothorax(nn.Module):
+    """Logits of PTX = 40 * (DARK - x): a network whose masks are known in advance."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ptx = 40.0 * (DARK - x[:, :1])
+        return torch.cat([torch.zeros_like(ptx), ptx], dim=1)
+
+
+def predictor(modality: str, tta: str = "none") -> Predictor:
+    data = (
+        "datamodules.xray.XRayDataModule" if modality == "xray" else "datamodules.ct.CTDataModule"
+    )
+    config = {"data": {"class_path": data, "init_args": {}}}
+    return Predictor(DarkIsPneumothorax(), None, 1, DiagnosisRule("paper", 50), config, tta=tta)
+
+
+def options(**kw):
+    return Namespace(**{"batch_size": 4, "save_probabilities": False, **kw})
+
+
+@pytest.fixture(scope="module")
+def ct_scans(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ct")
+    generate_ct_phantom(root, patients=2, size=48, slices=6)  # one DICOM series, one NIfTI
+    return root
+
+
+def test_ct_inputs_are_one_series_and_one_nifti_with_keyed_names(ct_scans):
+    volumes = find_volumes(ct_scans)
+    assert sorted(v.layout for v in volumes) == ["dicom", "nifti"]
+    folders = {p.name for p in ct_scans.iterdir()}
+    for volume in volumes:
+        assert volume.name.startswith("c") and len(volume.name) == 13
+        assert not any(folder in volume.name for folder in folders)  # MRN-like names stay out
+        assert all(not f.name.startswith("label") for f in volume.files)
+
+
+def test_ct_mask_lies_on_the_input_grid_voxel_for_voxel(ct_scans, tmp_path):
+    for volume in find_volumes(ct_scans):
+        row = predict_volume(predictor("ct"), volume, tmp_path, options())
+        if volume.layout == "nifti":
+            hu, affine = read_nifti_volume(volume.files[0])
+        else:
+            hu, affine = read_dicom_series(volume.files)
+        written = nib.load(tmp_path / row["mask"])
+        assert written.shape == hu.shape
+        np.testing.assert_allclose(written.affine, affine, atol=1e-4)
+        expected = lung_window(hu) < DARK  # the network's rule, in the input's voxel order
+        mask = np.asarray(written.dataobj)
+        assert mask.sum() > 0 and np.array_equal(mask.astype(bool), expected)
+        assert row["volume_ml"] == pytest.approx(expected.sum() * voxel_volume_ml(affine))
+        assert row["volume_right_ml"] + row["volume_left_ml"] == pytest.approx(row["volume_ml"])
+        assert row["slices"] == int(expected.any(axis=(0, 1)).sum())
+
+
+class LeftHeavy(nn.Module):
+    """PTX logit = 8 * (x - column / width): not mirror-symmetric, so hflip TTA shows."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ramp = torch.linspace(0, 1, x.shape[-1])
+        ptx = 8.0 * (x[:, :1] - ramp)
+        return torch.cat([torch.zeros_like(ptx), ptx], dim=1)
+
+
+def test_hflip_tta_is_the_mean_of_image_and_mirror():
+    images = np.random.default_rng(0).random((2, 16, 16)).astype(np.float32)
+    config = {"data": {"init_args": {}}}
+    got = {
+        tta: Predictor(LeftHeavy(), None, 1, DiagnosisRule(), config, tta=tta)
+        .probabilities(images)
+        .grid
+        for tta in ("none", "hflip")
+    }
+    ramp = np.linspace(0, 1, 16, dtype=np.float32)
+    plain = 1 / (1 + np.exp(-8 * (images - ramp)))
+    mirrored = 1 / (1 + np.exp(-8 * (images - ramp[::-1])))  # f(flip(x)), flipped back
+    np.testing.assert_allclose(got["none"], plain, atol=1e-5)
+    np.testing.assert_allclose(got["hflip"], (plain + mirrored) / 2, atol=1e-5)
+    assert np.abs(got["hflip"] - got["none"]).max() > 0.1
+
+
+@pytest.fixture(scope="module")
+def radiographs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("xray")
+    generate_xray_phantom(root, patients=3, size=64, layout="siim")
+    return root
+
+
+def test_xray_masks_overlays_and_submission_round_trip(radiographs, tmp_path):
+    items = find_radiographs(radiographs)
+    assert len(items) >= 3 and all(i.path.suffix == ".dcm" for i in items)
+    rows = [predict_radiograph(predictor("xray"), i, tmp_path, options()) for i in items]
+    write_submission(tmp_path / "submission.csv", rows)
+    submitted = read_rle_csv(tmp_path / "submission.csv")
+    assert sorted(submitted) == sorted(i.name for i in items)
+    for item, row in zip(items, rows, strict=True):
+        image = read_radiograph(item.path)
+        mask = read_mask_png(tmp_path / "masks" / f"{item.name}.png")
+        assert mask.shape == image.shape
+        assert np.array_equal(mask.astype(bool), image < DARK)
+        assert row["area_px"] == mask.sum() and row["ptx"] == (row["grid_area_px"] > 50)
+        assert row["area_mm2"] > 0 if row["area_px"] else row["area_mm2"] == 0
+        decoded = np.zeros_like(mask)
+        for rle in submitted[item.name]:
+            if rle.encoded != "-1":
+                decoded |= rle_decode(rle.encoded, *mask.shape)
+        assert np.array_equal(decoded, mask if row["ptx"] else np.zeros_like(mask))
+        assert (tmp_path / "overlays" / f"{item.name}.png").is_file()
+
+
+@pytest.fixture(scope="module")
+def ct_run(tmp_path_factory):
+    runs = tmp_path_factory.mktemp("runs")
+    args = ["--exp", "ct/unet", "--profile", "quick", "--runs-dir", str(runs)]
+    args += ["--data.phantom", "{patients: 8, size: 96, slices: 12}"]
+    args += ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2"]
+    assert fit_cli(args) == 0
+    return runs / "ct" / "unet-resnet34-ce-s0"
+
+
+def test_predict_cli_from_a_run_folder_writes_every_case_and_resumes(
+    ct_run, ct_scans, tmp_path, caplog
+):
+    out = tmp_path / "out"
+    argv = ["predict", "--model", str(ct_run), "--input", str(ct_scans), "--out", str(out)]
+    assert ptx([*argv, "--tta", "hflip", "--save-probabilities"]) == 0
+    with open(out / "predictions.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 2 and {r["layout"] for r in rows} == {"dicom", "nifti"}
+    for row in rows:
+        mask = nib.load(out / row["mask"])
+        probabilities = np.asarray(nib.load(out / f"{row['case']}_probabilities.nii.gz").dataobj)
+        assert mask.shape == probabilities.shape and 0 <= probabilities.min() <= 1
+        ml = voxel_volume_ml(mask.affine)
+        assert float(row["volume_ml"]) == pytest.approx(np.asarray(mask.dataobj).sum() * ml)
+    settings = json.loads((out / "predictions.json").read_text())
+    assert settings["tta"] == "hflip" and settings["image_size"] == 64
+    stamp = (out / rows[0]["mask"]).stat().st_mtime_ns
+    caplog.clear()
+    assert ptx(argv) == 0  # a second run keeps what is done
+    assert caplog.text.count("done before, kept") == 2
+    assert (out / rows[0]["mask"]).stat().st_mtime_ns == stamp
+
+
+def test_predict_refuses_a_folder_without_scans_in_one_line(ct_run, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    argv = ["--model", str(ct_run), "--input", str(tmp_path / "empty"), "--out", str(tmp_path)]
+    assert ptx(["predict", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "no ct scans found" in err and "empty" in err
