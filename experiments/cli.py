@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("experiments.train:validate_cli", "validate a checkpoint"),
     "test": ("experiments.train:test_cli", "test a checkpoint, write metrics and per-image table"),
     "predict": ("experiments.predict:cli", "apply a trained run to new CT volumes or radiographs"),
+    "export": ("experiments.export:cli", "write a run as safetensors + config.json + ONNX"),
     "model-table": ("lightning_modules.complexity:cli", "parameters and GMACs of every model"),
     "sweep": ("ablations.runner:cli", "run a paper table's grid of experiments"),
     "report": ("ablations.report:cli", "rebuild a sweep's table and figures from its runs"),
@@ -48,8 +49,9 @@ def input_errors() -> tuple[type[BaseException], ...]:
     from ablations.sweeps import SweepError
     from datamodules.errors import DataError
     from experiments.run_dir import RunDirError
+    from lightning_modules.bundle import BundleError
 
-    return (DataError, SweepError, RecordError, RunDirError)
+    return (DataError, SweepError, RecordError, RunDirError, BundleError)
 
 
 def error_line(command: str, err: BaseException) -> str:

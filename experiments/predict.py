@@ -40,7 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Apply a trained run to new CT volumes or radiographs (no labels needed).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--model", required=True, help="a run folder (its best.ckpt) or a .ckpt")
+    p.add_argument(
+        "--model", required=True, help="a run folder (its best.ckpt), a .ckpt or a bundle"
+    )
+    p.add_argument(
+        "--backend", choices=("torch", "onnx"), default="torch", help="onnx: a bundle's model.onnx"
+    )
     p.add_argument("--input", required=True, help="a file or a folder of scans")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--tta", choices=TTA, default="none", help="hflip: mean with the mirror")
@@ -55,7 +60,7 @@ def cli(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[predict] %(message)s", stream=sys.stderr)
     try:
-        predictor = Predictor.load(args.model, device=args.device, tta=args.tta)
+        predictor = Predictor.load(args.model, args.device, args.tta, args.backend)
     except ModelError as err:
         raise DataError(str(err)) from err
     out = Path(args.out)
@@ -110,6 +115,6 @@ def _cell(value) -> str:
     if value is None:
         return ""
     if isinstance(value, float):
-        return f"{value:.6g}"
+        return f"{value:.10g}"
     text = str(value)
     return f'"{text}"' if any(c in text for c in ',"\n') else text

@@ -75,34 +75,49 @@ class Predictor:
         self.net = net.to(self.device).eval()
         self.image_size, self.in_channels = image_size, in_channels
         self.rule, self.config, self.tta = rule, config, tta
+        self.hparams: dict = {}  # the module's (net, net_kwargs, ...) when loaded from a run
 
     @classmethod
-    def load(cls, model: str | Path, device: str = "cpu", tta: str = "none") -> Predictor:
+    def load(
+        cls, model: str | Path, device: str = "cpu", tta: str = "none", backend: str = "torch"
+    ) -> Predictor:
+        """From a run folder, a checkpoint in one, or an exported bundle (``backend`` onnx:
+        the bundle's ``model.onnx`` through onnxruntime)."""
+        from lightning_modules.bundle import is_bundle, load_bundle
+
+        if is_bundle(model):
+            net, bundle = load_bundle(model, backend)
+            config = {"data": {"class_path": bundle["data_class"], "init_args": bundle["data"]}}
+            predictor = cls(net, bundle["image_size"], bundle["in_channels"],
+                            DiagnosisRule(**bundle["diagnosis"]), config, device, tta)  # fmt: skip
+            predictor.hparams = {
+                k: bundle[k] for k in ("net", "net_kwargs", "in_channels", "classes")
+            }
+            return predictor
+        if backend != "torch":
+            raise ModelError(f"{model}: --backend {backend} needs a bundle (ptx export first)")
         from lightning_modules.module import SegmentationModule
 
         checkpoint, run_dir = run_files(model)
         config = yaml.safe_load((run_dir / "config.yaml").read_text())
+        # a run's checkpoint holds the injected optimiser class among its hyperparameters,
+        # which weights_only refuses; bundles (safetensors) are the safe format to share
         module = SegmentationModule.load_from_checkpoint(
             checkpoint, map_location="cpu", weights_only=False
         )
         record_path = run_dir / "metrics.json"
         record = json.loads(record_path.read_text()) if record_path.is_file() else {}
         h = module.hparams
-        rule = DiagnosisRule(**record["diagnosis"]) if "diagnosis" in record else None
-        if rule is None:
-            rule = DiagnosisRule(
-                "paper" if h.diagnosis_rule == "tuned" else h.diagnosis_rule, h.min_area
-            )
+        if "diagnosis" in record:
+            rule = DiagnosisRule(**record["diagnosis"])
+        else:  # a run without its test: the rule it was trained with (untuned)
+            rule = DiagnosisRule("paper" if h.diagnosis_rule == "tuned" else h.diagnosis_rule,
+                                 h.min_area)  # fmt: skip
         data = config.get("data", {}).get("init_args", {})
-        return cls(
-            module.net,
-            h.image_size or data.get("image_size"),
-            h.in_channels,
-            rule,
-            config,
-            device,
-            tta,
-        )
+        size = h.image_size or data.get("image_size")
+        predictor = cls(module.net, size, h.in_channels, rule, config, device, tta)
+        predictor.hparams = dict(h)
+        return predictor
 
     @property
     def modality(self) -> str:

@@ -28,6 +28,7 @@ from experiments.cli import main as ptx
 from experiments.predict_ct import find_volumes, predict_volume
 from experiments.predict_xray import find_radiographs, predict_radiograph, write_submission
 from experiments.train import fit_cli
+from lightning_modules.bundle import BundleError, load_bundle
 from lightning_modules.diagnosis import DiagnosisRule
 from lightning_modules.inference import Predictor
 from lightning_modules.volumetry import voxel_volume_ml
@@ -185,3 +186,49 @@ def test_predict_refuses_a_folder_without_scans_in_one_line(ct_run, tmp_path, ca
     assert ptx(["predict", *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "no ct scans found" in err and "empty" in err
+
+
+def _masks(folder, rows):
+    return {r["case"]: np.asarray(nib.load(folder / r["mask"]).dataobj) for r in rows}
+
+
+def test_export_bundle_onnx_parity_and_the_same_masks_through_each_backend(
+    ct_run, ct_scans, tmp_path
+):
+    bundle = tmp_path / "bundle"
+    assert ptx(["export", "--model", str(ct_run), "--out", str(bundle)]) == 0
+    config = json.loads((bundle / "config.json").read_text())
+    assert (config["net"], config["net_kwargs"], config["image_size"]) == (
+        "unet",
+        {"encoder_name": "resnet34"},
+        64,
+    )
+    assert config["data"]["window_level"] == -600 and config["diagnosis"]["rule"] == "paper"
+    assert config["onnx_max_abs_difference"] <= 1e-3
+    masks = {}
+    for name, model, backend in (
+        ("run", ct_run, "torch"),
+        ("bundle", bundle, "torch"),
+        ("onnx", bundle, "onnx"),
+    ):
+        out = tmp_path / name
+        argv = ["--model", str(model), "--input", str(ct_scans), "--out", str(out)]
+        assert ptx(["predict", *argv, "--backend", backend]) == 0
+        rows = json.loads((out / "predictions.json").read_text())["cases"]
+        masks[name] = _masks(out, rows)
+    for case, mask in masks["run"].items():
+        assert 0.001 < mask.mean() < 0.5, mask.mean()  # a real mask: the comparison can fail
+        assert np.array_equal(masks["bundle"][case], mask)  # same weights, same network
+        both = (masks["onnx"][case] & mask).sum()
+        dice = 2 * both / (masks["onnx"][case].sum() + mask.sum())
+        assert dice >= 0.99
+
+
+def test_a_bundle_whose_weights_do_not_fit_its_architecture_is_refused(ct_run, tmp_path):
+    bundle = tmp_path / "bundle"
+    assert ptx(["export", "--model", str(ct_run), "--out", str(bundle), "--no-onnx"]) == 0
+    config = json.loads((bundle / "config.json").read_text())
+    config["net_kwargs"]["encoder_name"] = "resnet18"
+    (bundle / "config.json").write_text(json.dumps(config))
+    with pytest.raises(BundleError, match=r"does not fit unet .*resnet18"):
+        load_bundle(bundle)
