@@ -38,8 +38,14 @@ def _allocate(n: int, fractions: Sequence[float]) -> list[int]:
 def split_patients(
     patients: Sequence[str], fractions: Sequence[float] = (50, 4, 6), seed: int = 0
 ) -> Split:
-    """Seeded random split of patient keys in the given proportions (default: the CT paper)."""
-    unique = sorted(set(patients))
+    """Seeded random split of patient keys in the given proportions (default: the CT paper).
+
+    The keys are shuffled from the order given (the data's own order: sorted patient
+    folders, manifest rows, sorted image ids), not from their sorted values: the keys are
+    HMACs under the site's secret, so sorting them would give every site (and every fresh
+    CI machine) a different split of the same data.
+    """
+    unique = list(dict.fromkeys(patients))
     order = np.random.default_rng(seed).permutation(len(unique))
     counts = _allocate(len(unique), fractions)
     shuffled = [unique[i] for i in order]

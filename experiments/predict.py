@@ -74,24 +74,40 @@ def cli(argv: list[str]) -> int:
         cases, run_case = find_radiographs(Path(args.input)), predict_radiograph
     if not cases:
         raise DataError(f"no {predictor.modality} scans found under this path", path=args.input)
-    rows = []
+    rows, failures = [], []
     for number, case in enumerate(cases, 1):
         record = out / "cases" / f"{case.name}.json"
         if record.is_file() and not args.overwrite:
             rows.append(json.loads(record.read_text()))
             log.info("%d/%d %s: done before, kept", number, len(cases), case.name)
             continue
-        row = run_case(predictor, case, out, args)
+        try:
+            row = run_case(predictor, case, out, args)
+        except DataError as err:  # one bad scan: say which and why, predict the others
+            failures.append((case.name, " ".join(str(err).split())))
+            log.error("%d/%d %s: failed: %s", number, len(cases), case.name, failures[-1][1])
+            continue
         write_text_atomic(record, json.dumps(row, indent=1))
         rows.append(row)
         log.info("%d/%d %s: %s", number, len(cases), case.name, case.summary(row))
-    write_tables(out, rows, predictor)
-    if predictor.modality == "xray":
+    if rows:
+        write_tables(out, rows, predictor)
+    if rows and predictor.modality == "xray":
         from experiments.predict_xray import write_submission
 
         write_submission(out / "submission.csv", rows)
-    log.info("%d cases; predictions.csv and predictions.json in %s", len(rows), out)
-    return 0
+    write_failures(out / "failures.csv", failures)
+    log.info("%d cases predicted, %d failed; outputs in %s", len(rows), len(failures), out)
+    return 1 if failures else 0
+
+
+def write_failures(path: Path, failures: list[tuple[str, str]]) -> None:
+    """``failures.csv`` (case, error) of this run; removed when nothing failed."""
+    if not failures:
+        path.unlink(missing_ok=True)
+        return
+    lines = ["case,error", *(f"{name},{_cell(message)}" for name, message in failures)]
+    write_text_atomic(path, "\n".join(lines) + "\n")
 
 
 def write_tables(out: Path, rows: list[dict], predictor: Predictor) -> None:

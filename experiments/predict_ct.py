@@ -10,7 +10,13 @@ import numpy as np
 from datamodules.ct import NIFTI_SUFFIXES, lung_window
 from datamodules.errors import DataError
 from datamodules.privacy import anonymous_key
-from datamodules.readers.dicom_series import read_dicom_series, series_files
+from datamodules.readers.dicom_enhanced import is_multiframe
+from datamodules.readers.dicom_series import (
+    read_dicom_series,
+    read_series_headers,
+    series_files,
+    series_geometry,
+)
 from datamodules.readers.nifti import (
     axial_slices,
     from_canonical,
@@ -92,6 +98,8 @@ def predict_volume(predictor, volume: Volume, out: Path, args) -> dict:
         native = np.ascontiguousarray(prediction.native.transpose(2, 1, 0), dtype=np.float32)
         path = out / f"{volume.name}_probabilities.nii.gz"
         write_nifti(path, from_canonical(native, affine), affine)
+    source_mask = from_canonical(mask, affine)
+    seg = _write_seg(out / f"{volume.name}_ptx.dcm", volume, source_mask, predictor)
     size = pneumothorax_size(mask, hu, canonical_affine)
     return {
         "case": volume.name,
@@ -101,4 +109,23 @@ def predict_volume(predictor, volume: Volume, out: Path, args) -> dict:
         "slices_total": int(mask.shape[2]),
         "top_probability": float(prediction.native.max()) if prediction.native.size else 0.0,
         "mask": f"{volume.name}_ptx.nii.gz",
+        "dicom_seg": seg,
     }
+
+
+def _write_seg(path: Path, volume: Volume, source_mask: np.ndarray, predictor) -> str | None:
+    """A DICOM SEG beside the NIfTI when the input is a classic DICOM series (file name, or
+    None). ``source_mask`` is in the series' voxel order (column, row, slice as sorted)."""
+    if volume.layout != "dicom" or len(volume.files) == 1:
+        return None  # NIfTI has no DICOM to reference; enhanced CT: not yet (docs/predict.md)
+    from datamodules.writers.dicom_seg import write_dicom_seg
+    from lightning_modules.bundle import project_version
+
+    headers = read_series_headers(volume.files)
+    if any(is_multiframe(ds) for ds in headers):
+        return None
+    order = series_geometry(headers, volume.files).order
+    frames = np.stack([source_mask[:, :, k].T for k in range(len(order))])
+    net = predictor.hparams.get("net", "ptx-seg")
+    write_dicom_seg(path, [headers[i] for i in order], frames, str(net), project_version())
+    return path.name

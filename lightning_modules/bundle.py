@@ -40,7 +40,7 @@ def is_bundle(path: str | Path) -> bool:
     return (path / "config.json").is_file() and (path / "model.safetensors").is_file()
 
 
-def _project_version() -> str:
+def project_version() -> str:
     try:
         return version("ptx-seg")
     except PackageNotFoundError:
@@ -51,7 +51,7 @@ def bundle_config(predictor, module_hparams) -> dict:
     """The ``config.json`` of a loaded run (``Predictor`` and the module's hyperparameters)."""
     return {
         "bundle_version": BUNDLE_VERSION,
-        "ptx_seg_version": _project_version(),
+        "ptx_seg_version": project_version(),
         "modality": predictor.modality,
         "net": module_hparams["net"],
         "net_kwargs": dict(module_hparams.get("net_kwargs") or {}),

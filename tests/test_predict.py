@@ -89,6 +89,32 @@ def test_ct_mask_lies_on_the_input_grid_voxel_for_voxel(ct_scans, tmp_path):
         assert row["volume_ml"] == pytest.approx(expected.sum() * voxel_volume_ml(affine))
         assert row["volume_right_ml"] + row["volume_left_ml"] == pytest.approx(row["volume_ml"])
         assert row["slices"] == int(expected.any(axis=(0, 1)).sum())
+        if volume.layout == "dicom":
+            check_dicom_seg(tmp_path / row["dicom_seg"], volume.files, expected)
+        else:
+            assert row["dicom_seg"] is None
+
+
+def check_dicom_seg(path, files, expected):
+    """highdicom reads the SEG back: it references the source series, one frame per slice
+    with pneumothorax, each equal to the mask of its source slice."""
+    import highdicom as hd
+    import pydicom
+
+    seg = hd.seg.segread(path)
+    sources = {pydicom.dcmread(f).SOPInstanceUID: pydicom.dcmread(f) for f in files}
+    series = {ds.SeriesInstanceUID for ds in sources.values()}
+    referenced = {item.SeriesInstanceUID for item in seg.ReferencedSeriesSequence}
+    assert referenced == series and seg.Modality == "SEG"
+    assert seg.NumberOfFrames == int(expected.any(axis=(0, 1)).sum())
+    frames = seg.pixel_array.reshape(int(seg.NumberOfFrames), seg.Rows, seg.Columns)
+    hu, _ = read_dicom_series(files)
+    positions = [float(pydicom.dcmread(f).ImagePositionPatient[2]) for f in files]
+    for frame, item in zip(frames, seg.PerFrameFunctionalGroupsSequence, strict=True):
+        uid = item.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+        z = float(sources[uid].ImagePositionPatient[2])
+        k = sorted(positions).index(z)  # read_dicom_series sorts slices along the normal
+        assert np.array_equal(frame.astype(bool), expected[:, :, k].T)
 
 
 class LeftHeavy(nn.Module):
@@ -232,3 +258,26 @@ def test_a_bundle_whose_weights_do_not_fit_its_architecture_is_refused(ct_run, t
     (bundle / "config.json").write_text(json.dumps(config))
     with pytest.raises(BundleError, match=r"does not fit unet .*resnet18"):
         load_bundle(bundle)
+
+
+def test_a_bad_scan_is_listed_in_failures_and_the_others_are_written(ct_run, ct_scans, tmp_path):
+    import shutil
+
+    scans = tmp_path / "scans"
+    shutil.copytree(ct_scans, scans)
+    (scans / "broken.nii.gz").write_bytes(b"not a NIfTI file at all")
+    out = tmp_path / "out"
+    assert ptx(["predict", "--model", str(ct_run), "--input", str(scans), "--out", str(out)]) == 1
+    with open(out / "failures.csv", newline="") as fh:
+        failures = list(csv.DictReader(fh))
+    assert len(failures) == 1 and "broken.nii.gz" in failures[0]["error"]
+    with open(out / "predictions.csv", newline="") as fh:
+        assert len(list(csv.DictReader(fh))) == 2
+
+
+def test_load_model_is_the_python_api_of_predict(ct_run):
+    from lightning_modules import load_model
+
+    model = load_model(ct_run)
+    prediction = model.probabilities(np.zeros((2, 96, 80), dtype=np.float32))
+    assert prediction.grid.shape == (2, 64, 64) and prediction.native.shape == (2, 96, 80)

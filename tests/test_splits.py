@@ -49,3 +49,18 @@ def test_split_file_round_trip(tmp_path):
     path = save_split(split, tmp_path / "split.json", seed=0)
     assert json.loads(path.read_text())["seed"] == 0
     assert load_split(path) == split
+
+
+def test_the_split_follows_the_data_order_not_the_keys_values():
+    """Keys are HMACs under the site secret: two sites (two secrets) key the same 20
+    patients differently, and must still put the same patients in the same subsets."""
+    import hashlib
+
+    site_a = [hashlib.sha256(f"a{i}".encode()).hexdigest()[:12] for i in range(20)]
+    site_b = [hashlib.sha256(f"b{i}".encode()).hexdigest()[:12] for i in range(20)]
+    assert sorted(site_a) != site_a  # the keys' sorted order is not the data order
+    split_a, split_b = split_patients(site_a, (12, 3, 5)), split_patients(site_b, (12, 3, 5))
+    for subset in ("train", "val", "test"):
+        assert sorted(site_a.index(k) for k in split_a[subset]) == sorted(
+            site_b.index(k) for k in split_b[subset]
+        )

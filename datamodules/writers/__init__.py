@@ -1,0 +1,1 @@
+"""Formats the framework writes but does not read (``ptx predict``'s DICOM SEG)."""

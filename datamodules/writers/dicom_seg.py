@@ -1,0 +1,61 @@
+"""A predicted CT mask as a DICOM Segmentation (highdicom) that references its source series.
+
+One binary segment, "Pneumothorax" (SNOMED CT 36118008, morphologically abnormal structure),
+algorithm type AUTOMATIC with the network's name. Frames follow the source slices; slices
+without pneumothorax are omitted, as highdicom does by default. The patient, study and
+frame-of-reference attributes are copied from the source by highdicom, so a PACS files the
+SEG with its CT; its file name is the case's non-identifying key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+import pydicom
+from pydicom.sr.codedict import codes
+
+from datamodules.atomic import write_with_atomic
+
+PNEUMOTHORAX = hd.sr.CodedConcept("36118008", "SCT", "Pneumothorax")
+
+
+def write_dicom_seg(
+    path: str | Path,
+    sources: Sequence[pydicom.Dataset],
+    frames: np.ndarray,
+    algorithm: str,
+    version: str,
+) -> Path:
+    """Write ``frames`` (uint8 {0, 1}, one ``rows x columns`` frame per dataset of ``sources``,
+    in the same order) as a binary DICOM SEG at ``path``; returns the path."""
+    if len(frames) != len(sources):
+        raise ValueError(f"{len(frames)} mask frames for {len(sources)} source slices")
+    segment = hd.seg.SegmentDescription(
+        segment_number=1,
+        segment_label="Pneumothorax",
+        segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
+        segmented_property_type=PNEUMOTHORAX,
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_identification=hd.AlgorithmIdentificationSequence(
+            name=algorithm, version=version, family=codes.cid7162.ArtificialIntelligence
+        ),
+    )
+    seg = hd.seg.Segmentation(
+        source_images=list(sources),
+        pixel_array=np.asarray(frames, dtype=np.uint8),
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=[segment],
+        series_instance_uid=hd.UID(),
+        series_number=9001,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer="ptx-seg",
+        manufacturer_model_name=algorithm,
+        software_versions=version,
+        device_serial_number="0",
+        series_description="Pneumothorax (ptx-seg)",
+    )
+    return write_with_atomic(path, lambda fh: seg.save_as(fh))
