@@ -9,6 +9,7 @@ SEG with its CT; its file name is the case's non-identifying key.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,6 +21,21 @@ from pydicom.sr.codedict import codes
 from datamodules.atomic import write_with_atomic
 
 PNEUMOTHORAX = hd.sr.CodedConcept("36118008", "SCT", "Pneumothorax")
+# type 2 attributes (present, may be empty) highdicom copies from the source: many exports
+# (and the phantom) leave some out; a SEG gets them empty rather than failing
+TYPE2 = (
+    "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+    "ReferringPhysicianName", "StudyID", "AccessionNumber",
+)  # fmt: skip
+
+
+def _complete(ds: pydicom.Dataset) -> pydicom.Dataset:
+    """A shallow copy of ``ds`` with every missing TYPE2 attribute present and empty."""
+    out = copy.copy(ds)
+    for keyword in TYPE2:
+        if keyword not in out:
+            setattr(out, keyword, "")
+    return out
 
 
 def write_dicom_seg(
@@ -44,7 +60,7 @@ def write_dicom_seg(
         ),
     )
     seg = hd.seg.Segmentation(
-        source_images=list(sources),
+        source_images=[_complete(ds) for ds in sources],
         pixel_array=np.asarray(frames, dtype=np.uint8),
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=[segment],
