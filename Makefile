@@ -39,7 +39,7 @@ phantom: install  ## write both phantoms under data/phantom (DIR=... to change)
 	$(PTX) phantom ct --out $(or $(DIR),data/phantom)/ct --patients 8 --size 256 --slices 48
 	$(PTX) phantom xray --out $(or $(DIR),data/phantom)/xray --patients 40 --size 512
 
-.PHONY: predict model-table bench bench-data bench-train
+.PHONY: predict model-table bench bench-data bench-train bench-predict
 predict: install  ## make predict MODEL=runs/ct/efa_net-s0 IN=scans/ OUT=predictions/ [ARGS='--tta hflip']
 	$(PTX) predict --model $(or $(MODEL),$(error give MODEL=a run folder or .ckpt)) \
 		--input $(or $(IN),$(error give IN=a scan file or folder)) \
@@ -54,7 +54,10 @@ bench-data: install  ## DataLoader slices/s from raw DICOM vs from the preproces
 bench-train: install  ## LightningModule + Trainer vs a plain PyTorch loop: img/s and ratio
 	$(PY) -m benchmarks.train_loop
 
-bench: bench-data bench-train
+bench-predict: install  ## ptx predict on a 300-slice 512^2 CT vs a bare forward: s, slices/s, memory
+	$(PY) -m benchmarks.predict
+
+bench: bench-data bench-train bench-predict
 
 .PHONY: train
 # make train EXP=ct/efa_net [PROFILE=quick|paper|auto] [DATA=/path] [SEED=0] [ARGS='--trainer.max_epochs 5']

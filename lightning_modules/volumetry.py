@@ -45,17 +45,18 @@ def pneumothorax_size(mask: np.ndarray, hu: np.ndarray, affine: np.ndarray) -> d
         raise ValueError(f"mask {mask.shape} and CT {hu.shape} must share one grid")
     ptx = np.asarray(mask, dtype=bool)
     body = body_mask(hu)
-    lung = body & (hu < LUNG_AIR_HU) & ~ptx
     columns = np.nonzero(body.any(axis=(1, 2)))[0]
     middle = (columns[0] + columns[-1] + 1) / 2 if len(columns) else hu.shape[0] / 2
-    left_side = np.arange(hu.shape[0]) >= middle  # axis 0 runs to the patient's left
+    split = int(np.ceil(middle))  # axis 0 runs to the patient's left: [split:] is the left
     ml = voxel_volume_ml(affine)
     out = {
-        "volume_ml": float(ptx.sum()) * ml,
+        "volume_ml": float(np.count_nonzero(ptx)) * ml,
         "slices": int(ptx.any(axis=(0, 1)).sum()),
     }
-    for side, rows in (("right", ~left_side), ("left", left_side)):
-        v_ptx, v_lung = float(ptx[rows].sum()) * ml, float(lung[rows].sum()) * ml
+    for side, rows in (("right", slice(0, split)), ("left", slice(split, None))):
+        lung = body[rows] & (hu[rows] < LUNG_AIR_HU) & ~ptx[rows]  # views: no volume copies
+        v_ptx = float(np.count_nonzero(ptx[rows])) * ml
+        v_lung = float(np.count_nonzero(lung)) * ml
         out[f"volume_{side}_ml"] = v_ptx
         out[f"lung_air_{side}_ml"] = v_lung
         out[f"compression_{side}"] = v_ptx / (v_ptx + v_lung) if v_ptx + v_lung > 0 else 0.0

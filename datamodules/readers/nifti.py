@@ -167,4 +167,5 @@ def _nifti_bytes(image: nib.Nifti1Image, suffix: str) -> bytes:
     raw = io.BytesIO()
     image.to_stream(raw)  # nibabel writes the single-file .nii layout to a stream
     data = raw.getvalue()
-    return gzip.compress(data, mtime=0) if suffix == ".nii.gz" else data
+    # level 1: a label map compresses almost as well, ~10x faster than gzip's default 9
+    return gzip.compress(data, compresslevel=1, mtime=0) if suffix == ".nii.gz" else data
