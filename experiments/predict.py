@@ -22,12 +22,13 @@ stopped (``--overwrite`` predicts everything again).
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import logging
 import sys
 from pathlib import Path
 
-from datamodules.atomic import write_text_atomic
+from datamodules.atomic import atomic_write, write_text_atomic
 from datamodules.errors import DataError
 from lightning_modules.inference import TTA, ModelError, Predictor
 
@@ -106,31 +107,25 @@ def write_failures(path: Path, failures: list[tuple[str, str]]) -> None:
     if not failures:
         path.unlink(missing_ok=True)
         return
-    lines = ["case,error", *(f"{name},{_cell(message)}" for name, message in failures)]
-    write_text_atomic(path, "\n".join(lines) + "\n")
+    write_csv(path, [{"case": name, "error": message} for name, message in failures])
 
 
 def write_tables(out: Path, rows: list[dict], predictor: Predictor) -> None:
     """``predictions.csv`` (one row per case) and ``predictions.json`` (rows + settings)."""
-    fields = [k for k in rows[0] if not k.startswith("_")]
-    lines = [",".join(fields)]
-    for row in rows:
-        lines.append(",".join(_cell(row.get(k)) for k in fields))
-    write_text_atomic(out / "predictions.csv", "\n".join(lines) + "\n")
+    rows_out = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
+    write_csv(out / "predictions.csv", rows_out)
     settings = {
         "modality": predictor.modality,
         "image_size": predictor.image_size,
         "tta": predictor.tta,
         "diagnosis": predictor.rule.describe(),
     }
-    rows_out = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
     write_text_atomic(out / "predictions.json", json.dumps({**settings, "cases": rows_out}))
 
 
-def _cell(value) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.10g}"
-    text = str(value)
-    return f'"{text}"' if any(c in text for c in ',"\n') else text
+def write_csv(path: Path, rows: list[dict]) -> None:
+    """Rows (same keys) as CSV, atomically; None is an empty cell."""
+    with atomic_write(path) as fh:  # text, newline="" as csv wants
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)

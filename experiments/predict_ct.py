@@ -10,12 +10,11 @@ import numpy as np
 from datamodules.ct import NIFTI_SUFFIXES, lung_window
 from datamodules.errors import DataError
 from datamodules.privacy import anonymous_key
-from datamodules.readers.dicom_enhanced import is_multiframe
 from datamodules.readers.dicom_series import (
-    read_dicom_series,
     read_series_headers,
     series_files,
     series_geometry,
+    series_volume,
 )
 from datamodules.readers.nifti import (
     axial_slices,
@@ -80,10 +79,12 @@ def _volume(path: Path, root: Path, files: tuple[Path, ...], layout: str) -> Vol
 
 def predict_volume(predictor, volume: Volume, out: Path, args) -> dict:
     """Segment one volume; write ``<name>_ptx.nii.gz`` (and probabilities); return its row."""
+    headers = None
     if volume.layout == "nifti":
         source, affine = read_nifti_volume(volume.files[0])
-    else:
-        source, affine = read_dicom_series(volume.files)
+    else:  # the headers once, for the volume and for the DICOM SEG
+        headers = read_series_headers(volume.files)
+        source, affine = series_volume(headers, volume.files)
     hu, canonical_affine = to_canonical(source, affine)
     data = predictor.data_settings
     slices = lung_window(
@@ -99,7 +100,7 @@ def predict_volume(predictor, volume: Volume, out: Path, args) -> dict:
         path = out / f"{volume.name}_probabilities.nii.gz"
         write_nifti(path, from_canonical(native, affine), affine)
     source_mask = from_canonical(mask, affine)
-    seg = _write_seg(out / f"{volume.name}_ptx.dcm", volume, source_mask, predictor)
+    seg = _write_seg(out / f"{volume.name}_ptx.dcm", volume, headers, source_mask, predictor)
     size = pneumothorax_size(mask, hu, canonical_affine)
     return {
         "case": volume.name,
@@ -113,17 +114,15 @@ def predict_volume(predictor, volume: Volume, out: Path, args) -> dict:
     }
 
 
-def _write_seg(path: Path, volume: Volume, source_mask: np.ndarray, predictor) -> str | None:
-    """A DICOM SEG beside the NIfTI when the input is a classic DICOM series (file name, or
-    None). ``source_mask`` is in the series' voxel order (column, row, slice as sorted)."""
-    if volume.layout != "dicom" or len(volume.files) == 1:
-        return None  # NIfTI has no DICOM to reference; enhanced CT: not yet (docs/predict.md)
+def _write_seg(path: Path, volume: Volume, headers, source_mask: np.ndarray, predictor):
+    """A DICOM SEG beside the NIfTI when the input is a classic DICOM series (its file name,
+    else None). ``headers``: the series' datasets as read; ``source_mask`` is in the series'
+    voxel order (column, row, slice as sorted)."""
+    if headers is None or len(volume.files) == 1:
+        return None  # NIfTI: no DICOM to reference; one enhanced file: not yet (docs/predict.md)
     from datamodules.writers.dicom_seg import write_dicom_seg
     from lightning_modules.bundle import project_version
 
-    headers = read_series_headers(volume.files)
-    if any(is_multiframe(ds) for ds in headers):
-        return None
     order = series_geometry(headers, volume.files).order
     frames = np.stack([source_mask[:, :, k].T for k in range(len(order))])
     net = predictor.hparams.get("net", "ptx-seg")

@@ -207,7 +207,14 @@ def read_dicom_series(files: Sequence[str | Path]) -> tuple[np.ndarray, np.ndarr
     :class:`DataError` naming the file.
     """
     files = [Path(f) for f in files]
-    datasets = read_series_headers(files)
+    return series_volume(read_series_headers(files), files)
+
+
+def series_volume(
+    datasets: Sequence[pydicom.Dataset], files: Sequence[Path]
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`read_dicom_series` from datasets already read (``read_series_headers``), so a
+    caller that needs the headers too (``ptx predict``'s DICOM SEG) reads each file once."""
     enhanced = [path for path, ds in zip(files, datasets, strict=True) if is_multiframe(ds)]
     if enhanced and len(files) == 1:
         return read_enhanced_volume(datasets[0], files[0])
