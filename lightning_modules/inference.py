@@ -66,16 +66,20 @@ class Predictor:
         config: the run's resolved config (``config.yaml``), for the data settings.
         device: ``cpu``, ``cuda``, ``cuda:1`` ...; bf16 autocast on CUDA.
         tta: ``none`` or ``hflip`` (mean of the image's and its mirror's probabilities).
+        hparams: the run's module hyperparameters (``net``, ``net_kwargs``, ...), for the
+            bundle and the DICOM SEG's algorithm name.
     """
 
-    def __init__(self, net, image_size, in_channels, rule, config, device="cpu", tta="none"):
+    def __init__(
+        self, net, image_size, in_channels, rule, config, device="cpu", tta="none", hparams=None
+    ):
         if tta not in TTA:
             raise ValueError(f"tta must be one of {TTA}, got {tta!r}")
         self.device = torch.device(device)
         self.net = net.to(self.device).eval()
         self.image_size, self.in_channels = image_size, in_channels
         self.rule, self.config, self.tta = rule, config, tta
-        self.hparams: dict = {}  # the module's (net, net_kwargs, ...) when loaded from a run
+        self.hparams: dict = dict(hparams or {})  # net, net_kwargs, ... of the run or bundle
 
     @classmethod
     def load(
@@ -88,12 +92,10 @@ class Predictor:
         if is_bundle(model):
             net, bundle = load_bundle(model, backend)
             config = {"data": {"class_path": bundle["data_class"], "init_args": bundle["data"]}}
-            predictor = cls(net, bundle["image_size"], bundle["in_channels"],
-                            DiagnosisRule(**bundle["diagnosis"]), config, device, tta)  # fmt: skip
-            predictor.hparams = {
-                k: bundle[k] for k in ("net", "net_kwargs", "in_channels", "classes")
-            }
-            return predictor
+            hparams = {k: bundle[k] for k in ("net", "net_kwargs", "in_channels", "classes")}
+            rule = DiagnosisRule(**bundle["diagnosis"])
+            size, channels = bundle["image_size"], bundle["in_channels"]
+            return cls(net, size, channels, rule, config, device, tta, hparams)
         if backend != "torch":
             raise ModelError(f"{model}: --backend {backend} needs a bundle (ptx export first)")
         from lightning_modules.module import SegmentationModule
@@ -115,9 +117,7 @@ class Predictor:
                                  h.min_area)  # fmt: skip
         data = config.get("data", {}).get("init_args", {})
         size = h.image_size or data.get("image_size")
-        predictor = cls(module.net, size, h.in_channels, rule, config, device, tta)
-        predictor.hparams = dict(h)
-        return predictor
+        return cls(module.net, size, h.in_channels, rule, config, device, tta, dict(h))
 
     @property
     def modality(self) -> str:
