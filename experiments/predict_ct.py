@@ -87,9 +87,9 @@ def predict_volume(predictor, volume: Volume, out: Path, args) -> dict:
         source, affine = series_volume(headers, volume.files)
     hu, canonical_affine = to_canonical(source, affine)
     data = predictor.data_settings
-    slices = lung_window(
-        axial_slices(hu), data.get("window_width", 1500.0), data.get("window_level", -600.0)
-    )
+    # the run's window; a config without one gets lung_window's defaults (the paper's)
+    window = {k: data[f"window_{k}"] for k in ("width", "level") if f"window_{k}" in data}
+    slices = lung_window(axial_slices(hu), **window)
     prediction = predictor.probabilities(slices, batch_size=args.batch_size)
     calls = predictor.calls(prediction.grid)
     masks = predictor.masks(prediction.native, calls)

@@ -9,11 +9,10 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from datamodules.atomic import write_text_atomic
 from datamodules.errors import DataError
 from datamodules.readers.dicom import read_dicom
 from datamodules.readers.png import write_png
-from datamodules.readers.radiograph import is_dicom, read_radiograph
+from datamodules.readers.radiograph import DEFAULT_PERCENTILES, is_dicom, read_radiograph
 from datamodules.readers.rle import rle_encode
 
 SUFFIXES = (".dcm", ".dicom", ".png")
@@ -78,7 +77,9 @@ def predict_radiograph(predictor, item: Radiograph, out: Path, args) -> dict:
     """Segment one radiograph; write its mask and overlay PNGs; return its row."""
     data = predictor.data_settings
     image = read_radiograph(
-        item.path, data.get("intensity", "percentiles"), data.get("percentiles", (0.5, 99.5))
+        item.path,
+        data.get("intensity", "percentiles"),
+        data.get("percentiles", DEFAULT_PERCENTILES),
     )
     prediction = predictor.probabilities(image[None], batch_size=1)
     calls = predictor.calls(prediction.grid)
@@ -105,5 +106,6 @@ def predict_radiograph(predictor, item: Radiograph, out: Path, args) -> dict:
 
 def write_submission(path: Path, rows: list[dict]) -> None:
     """SIIM-ACR ``ImageId,EncodedPixels``: relative RLE of images called PTX, else ``-1``."""
-    lines = ["ImageId,EncodedPixels", *(f"{r['image_id']},{r['_rle']}" for r in rows)]
-    write_text_atomic(path, "\n".join(lines) + "\n")
+    from experiments.predict import write_csv
+
+    write_csv(path, [{"ImageId": r["image_id"], "EncodedPixels": r["_rle"]} for r in rows])

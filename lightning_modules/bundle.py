@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import warnings
+from dataclasses import asdict
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -47,8 +48,9 @@ def project_version() -> str:
         return "unknown"
 
 
-def bundle_config(predictor, module_hparams) -> dict:
-    """The ``config.json`` of a loaded run (``Predictor`` and the module's hyperparameters)."""
+def bundle_config(predictor) -> dict:
+    """The ``config.json`` of a run loaded as a ``Predictor``."""
+    module_hparams = predictor.hparams
     return {
         "bundle_version": BUNDLE_VERSION,
         "ptx_seg_version": project_version(),
@@ -61,7 +63,7 @@ def bundle_config(predictor, module_hparams) -> dict:
         "image_size": predictor.image_size,
         "data_class": predictor.config.get("data", {}).get("class_path"),
         "data": predictor.data_settings,
-        "diagnosis": {k: v for k, v in vars(predictor.rule).items()},
+        "diagnosis": asdict(predictor.rule),
     }
 
 
@@ -106,9 +108,9 @@ def export_bundle(model: str | Path, out: str | Path, onnx: bool = True) -> dict
     from lightning_modules.inference import Predictor
 
     predictor = Predictor.load(model)
-    net, hparams = predictor.net.eval(), predictor.hparams
+    net = predictor.net.eval()
     out = Path(out)
-    config = bundle_config(predictor, hparams)
+    config = bundle_config(predictor)
     tensors = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
     write_bytes_atomic(out / "model.safetensors", save(tensors))
     if onnx:
