@@ -19,6 +19,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
+from datamodules import splits
 from datamodules.cache import CaseArrays, PreprocessingCache, default_cache_dir
 from datamodules.dataset import CachedCase, SliceDataset
 from datamodules.errors import DataError
@@ -57,6 +58,10 @@ class SegmentationDataModule(pl.LightningDataModule):
         in_channels: grey is replicated to this many channels (X-ray paper: 3).
         split_file: JSON split to use instead of drawing one (see ``datamodules.splits``).
         split_fractions: train/val/test proportions when drawing a split.
+        folds: number of folds of a patient k-fold stratified by pneumothorax
+            (``splits.kfold_split``): fold ``fold`` is the test set, the other patients are
+            split train/val as ``split_fractions``' first two. None: no k-fold.
+        fold: the fold tested, 0 to ``folds - 1``; needs ``folds``.
         hflip: random horizontal flips on training items.
         train_negative_fraction: share of training slices without pneumothorax kept.
         phantom: keyword arguments for the phantom generator when ``data_dir`` is None.
@@ -80,8 +85,11 @@ class SegmentationDataModule(pl.LightningDataModule):
         hflip: bool = False,
         train_negative_fraction: float = 1.0,
         phantom: dict | None = None,
+        folds: int | None = None,
+        fold: int = 0,
     ) -> None:
         super().__init__()
+        splits.check_fold_args(folds, fold)
         self.data_dir = Path(data_dir) if data_dir else None
         self.image_size = image_size
         self.batch_size = batch_size
@@ -94,6 +102,7 @@ class SegmentationDataModule(pl.LightningDataModule):
         self.hflip = hflip
         self.train_negative_fraction = train_negative_fraction
         self.phantom = dict(phantom or {})
+        self.folds, self.fold = folds, fold
         self.split: Split | None = None
         self.report: dict = {}
         self.train_dataset = self.val_dataset = self.test_dataset = None
@@ -116,6 +125,18 @@ class SegmentationDataModule(pl.LightningDataModule):
     @abstractmethod
     def generate_phantom(self, out: Path) -> None:
         """Write this modality's phantom data set into ``out``."""
+
+    patient_labels = staticmethod(splits.patient_labels)  # the strata of a split
+
+    def draw_split(self, cases: Sequence[Case]) -> Split:
+        """The split file's split, else fold ``fold`` of ``folds``, else :meth:`split_cases`."""
+        if self.split_file:
+            return load_split(self.split_file)
+        if self.folds is None:
+            return self.split_cases(cases)
+        train, val = self.split_fractions[:2]
+        val_fraction, labels = val / (train + val or 1), self.patient_labels(cases)
+        return splits.kfold_split(labels, self.folds, self.fold, val_fraction, seed=self.seed)
 
     def preprocessing_settings(self) -> dict:
         """Everything that changes the cached arrays (subclasses add their own); the id
@@ -197,16 +218,8 @@ class SegmentationDataModule(pl.LightningDataModule):
             key = cache.key(case.files, case.meta)
             decoded += self._build_entry(cache, key, case)
             index = cache.index(key)
-            image_path, mask_path = cache.array_paths(key)
-            out.append(
-                CachedCase(
-                    case.patient,
-                    image_path,
-                    mask_path,
-                    tuple(index["ids"]),
-                    tuple(index["positive"]),
-                )
-            )
+            ids, positive = tuple(index["ids"]), tuple(index["positive"])
+            out.append(CachedCase(case.patient, *cache.array_paths(key), ids, positive))
         self.report["cases_decoded"] = decoded
         self.report["cases_from_cache"] = len(cases) - decoded
         return out
@@ -227,7 +240,7 @@ class SegmentationDataModule(pl.LightningDataModule):
             c if c.label is not None else replace(c, label=int(any(cc.positive)))
             for c, cc in zip(cases, cached, strict=True)
         ]
-        self.split = load_split(self.split_file) if self.split_file else self.split_cases(cases)
+        self.split = self.draw_split(cases)
         check_split(self.split)
         by_subset = {s: [c for c in cached if c.patient in set(self.split[s])] for s in SUBSETS}
         for subset, members in by_subset.items():
@@ -273,10 +286,12 @@ class SegmentationDataModule(pl.LightningDataModule):
         )
 
     def save_split(self, path: str | Path) -> Path:
-        """Write the split used (patient keys per subset) next to a run, for reuse."""
+        """Write the split used (patient keys per subset) next to a run, for reuse, with the
+        modality, seed and k-fold settings (``folds``, ``fold``: null without k-fold)."""
         if self.split is None:
             raise RuntimeError("call setup() before save_split()")
-        return save_split(self.split, path, modality=self.modality, seed=self.seed)
+        folds = {"folds": self.folds, "fold": self.fold if self.folds else None}
+        return save_split(self.split, path, modality=self.modality, seed=self.seed, **folds)
 
     def _loader(self, dataset, shuffle: bool) -> DataLoader:
         return DataLoader(

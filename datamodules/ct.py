@@ -91,12 +91,12 @@ class CTDataModule(SegmentationDataModule):
             to ``data_dir`` if given, else its folder becomes ``data_dir``);
             ``<data_dir>/manifest.csv`` is used when present.
         **kwargs: the common keywords of :class:`SegmentationDataModule` (``data_dir``,
-            ``image_size``, ``batch_size``, ``seed``, ``split_file``, ``phantom``, ...).
+            ``image_size``, ``batch_size``, ``seed``, ``split_file``, ``folds``, ``phantom``, ...).
 
     Every axial slice is one sample with id ``<patient key>-z<slice index>`` (slices counted
-    from inferior); patients are split 50/4/6 (the paper) unless ``split_fractions`` or
-    ``split_file`` say otherwise. Without ``data_dir`` a moderate phantom is generated
-    (``DEFAULT_PHANTOM``, overridden key by key by ``phantom``).
+    from inferior); patients are split 50/4/6 (the paper) unless ``split_fractions``,
+    ``folds`` or ``split_file`` say otherwise. Without ``data_dir`` a moderate phantom is
+    generated (``DEFAULT_PHANTOM``, overridden key by key by ``phantom``).
     """
 
     modality = "ct"

@@ -2,12 +2,13 @@
 
 A split maps ``"train"``, ``"val"`` and ``"test"`` to lists of non-identifying patient keys.
 Every image of a patient lands in the same subset; :func:`check_split` asserts it.
+:func:`kfold_split` draws fold ``k`` of a patient-grouped, stratified k-fold instead.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +68,73 @@ def stratified_split(
         for s in SUBSETS:
             split[s].extend(part[s])
     return {s: sorted(v) for s, v in split.items()}
+
+
+def patient_labels(cases: Iterable) -> dict[str, int]:
+    """Each patient's stratum, in the data's order: 1 if any of its cases (anything with a
+    ``patient`` key and a ``label``, None counting as 0) is pneumothorax, else 0."""
+    labels: dict[str, int] = {}
+    for case in cases:
+        labels[case.patient] = max(labels.get(case.patient, 0), int(case.label or 0))
+    return labels
+
+
+def check_fold_args(folds: int | None, fold: int) -> None:
+    """Raise ValueError unless ``folds`` (None: no k-fold) and ``fold`` make sense."""
+    if folds is None:
+        if fold != 0:
+            raise ValueError(f"fold={fold} needs folds (the number of folds, >= 2)")
+        return
+    if folds < 2:
+        raise ValueError(f"folds must be at least 2, got {folds}")
+    if not 0 <= fold < folds:
+        raise ValueError(f"fold must be in 0..{folds - 1} for folds={folds}, got {fold}")
+
+
+def kfold_split(
+    patient_labels: Mapping[str, int], folds: int, fold: int, val_fraction: float, seed: int
+) -> Split:
+    """Fold ``fold`` (0-based) of a patient-grouped k-fold, stratified by pneumothorax.
+
+    ``patient_labels`` maps a patient key to its stratum (1 if any image is pneumothorax), in
+    the data's order. The test set is fold ``fold`` of scikit-learn's
+    ``StratifiedKFold(folds, shuffle=True, random_state=seed)`` over the patients, one row
+    per patient: grouping by patient is then exact, and every patient is tested exactly once
+    over the folds, each fold holding within one patient of its share of each stratum. Rows
+    are in the data's order (as :func:`split_patients`), so every site gets the same folds.
+    ``StratifiedGroupKFold`` would do the same with groups of one row but, before
+    scikit-learn 1.8 (PR #32540), its ``shuffle=True`` dealt groups unstratified. The other
+    patients are split into train and val by :func:`stratified_split` (``val_fraction`` of
+    them in val, at least one).
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    check_fold_args(folds, fold)
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}")
+    patients = list(patient_labels)
+    labels = np.asarray([int(patient_labels[p]) for p in patients])
+    if folds > len(patients):
+        raise ValueError(f"folds={folds} exceeds the number of patients ({len(patients)})")
+    counts = {int(v): int((labels == v).sum()) for v in np.unique(labels)}
+    if set(counts) - {0, 1}:
+        raise ValueError(f"patient labels must be 0 or 1, got {sorted(counts)}")
+    if min(counts.values()) < folds:
+        raise ValueError(
+            f"folds={folds} needs at least {folds} patients of each label; "
+            f"have {counts.get(1, 0)} with and {counts.get(0, 0)} without pneumothorax"
+        )
+    kfold = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    _, test_rows = list(kfold.split(np.zeros((len(patients), 1)), labels))[fold]
+    test = {patients[i] for i in test_rows}
+    rest = {p: patient_labels[p] for p in patients if p not in test}
+    split = stratified_split(rest, (1 - val_fraction, val_fraction, 0), seed=seed)
+    if not split["val"] and len(split["train"]) > 1:  # tiny strata round val away
+        train = [p for p in rest if p in set(split["train"])]  # the data's order, not keys'
+        moved = train[int(np.random.default_rng(seed).integers(len(train)))]
+        split = {"train": sorted(set(train) - {moved}), "val": [moved], "test": []}
+    split["test"] = sorted(test)
+    return split
 
 
 def check_split(split: Mapping[str, Sequence[str]]) -> None:

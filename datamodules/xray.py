@@ -87,6 +87,8 @@ class XRayDataModule(SegmentationDataModule):
         hflip: bool = True,
         train_negative_fraction: float = 1.0,
         phantom: dict | None = None,
+        folds: int | None = None,
+        fold: int = 0,
         rle_csv: str | None = None,
         rle_scheme: str = "auto",
         intensity: str = "percentiles",
@@ -105,6 +107,8 @@ class XRayDataModule(SegmentationDataModule):
             hflip=hflip,
             train_negative_fraction=train_negative_fraction,
             phantom=phantom,
+            folds=folds,
+            fold=fold,
         )
         if rle_scheme not in ("auto", *SCHEMES):
             raise ValueError(f"rle_scheme must be 'auto', 'relative' or 'standard': {rle_scheme}")
@@ -230,7 +234,4 @@ class XRayDataModule(SegmentationDataModule):
         return CaseArrays(images=image[None], masks=mask[None], ids=[case.image_id], info=info)
 
     def split_cases(self, cases: Sequence[Case]) -> Split:
-        labels: dict[str, int] = {}
-        for case in cases:  # a patient is positive if any of their images is
-            labels[case.patient] = max(labels.get(case.patient, 0), int(case.label or 0))
-        return stratified_split(labels, self.split_fractions, seed=self.seed)
+        return stratified_split(self.patient_labels(cases), self.split_fractions, seed=self.seed)
