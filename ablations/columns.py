@@ -8,6 +8,11 @@
   images in ``per_image.csv``, over the patients with pneumothorax, averaged over seeds.
 - ``set``/``run``: one value per seed from ``metrics.json``.
 
+Under k-fold cross-validation (``ptx sweep --folds N``) a cell has one run per (fold, seed);
+each test image belongs to one fold, so pooling the runs' per-image values tests every image
+once, and the paired tests pair an image with the same image (tested in the same fold) of
+the reference. ``k_fold_sd`` is the sd over the folds' means.
+
 Every statistic of an ``image``/``patient`` column is computed on that same population: mean
 and sd, the patient bootstrap CI, the paired tests against the reference and the paper's
 independent two-sample t-test.
@@ -48,21 +53,54 @@ def run_values(run: Run, column: Column) -> tuple[list[str], np.ndarray, list[st
     return table.ids, values, table.patients
 
 
+def _pooled_mean(parts: list[tuple]) -> float:
+    """Mean over the images of some runs' ``(ids, values, groups)``, seeds averaged first."""
+    ids, values = stats.average_over_seeds([p[0] for p in parts], [p[1] for p in parts])
+    return stats.mean_sd(values)[0]
+
+
+def by(runs: list[Run], key: str) -> dict:
+    """``{seed or fold: [runs]}`` in first-seen order."""
+    out: dict = {}
+    for run in runs:
+        out.setdefault(getattr(run, key), []).append(run)
+    return out
+
+
 def aggregate(cell_runs: CellRuns, column: Column) -> dict | None:
-    """Seed-averaged values (unscaled) of an image/patient column, with ids, bootstrap groups
-    and seed means; None without a finished run."""
+    """Seed-averaged values (unscaled) of an image/patient column, pooled over folds, with
+    ids, bootstrap groups, seed means and fold means; None without a finished run."""
     runs = cell_runs.finished
     if not runs:
         return None
-    per_run = [run_values(r, column) for r in runs]
-    ids, values = stats.average_over_seeds([p[0] for p in per_run], [p[1] for p in per_run])
-    group_of = {i: g for p in per_run for i, g in zip(p[0], p[2], strict=True)}
+    per_run = {id(r): run_values(r, column) for r in runs}
+    parts = list(per_run.values())
+    ids, values = stats.average_over_seeds([p[0] for p in parts], [p[1] for p in parts])
+    group_of = {i: g for p in parts for i, g in zip(p[0], p[2], strict=True)}
+    folds = by(runs, "fold")
     return {
         "ids": ids,
         "values": values,
         "groups": [group_of[i] for i in ids],
-        "seed_means": [stats.mean_sd(p[1])[0] for p in per_run],
+        "seed_means": [
+            stats.mean_sd(np.concatenate([per_run[id(r)][1] for r in group]))[0]
+            for group in by(runs, "seed").values()
+        ],
+        "fold_means": []
+        if None in folds
+        else [_pooled_mean([per_run[id(r)] for r in group]) for group in folds.values()],
     }
+
+
+def fold_sd(cell_runs: CellRuns, values: list[float]) -> float:
+    """sd over folds of one value per finished run (seeds averaged per fold); NaN unless
+    k-fold with two or more folds."""
+    folds: dict = {}
+    for run, value in zip(cell_runs.finished, values, strict=True):
+        folds.setdefault(run.fold, []).append(value)
+    if None in folds or len(folds) < 2:
+        return NAN
+    return stats.mean_sd([stats.mean_sd(v)[0] for v in folds.values()])[1]
 
 
 def stat_cells(
@@ -70,13 +108,24 @@ def stat_cells(
 ) -> dict:
     """The row's entries of an image/patient column (scaled), NaN where there is nothing.
 
-    ``k``, ``k_sd``, ``k_seed_sd``, ``k_ci_low``, ``k_ci_high``, ``k_n`` (values in the
-    population), ``k_max`` (for ``max_mean`` columns), and against the reference ``k_diff``,
+    ``k``, ``k_sd``, ``k_seed_sd``, ``k_fold_sd`` (sd of the fold means), ``k_ci_low``,
+    ``k_ci_high``, ``k_n`` (values in the population), ``k_max`` (for ``max_mean`` columns),
+    and against the reference ``k_diff``,
     ``k_p_t``, ``k_p_wilcoxon``, ``k_n_pairs``, ``k_p_t_ind`` and ``k_sig`` (``better``,
     ``worse`` or empty).
     """
     k, s = column.key, column.scale
-    names = ("", "_sd", "_seed_sd", "_ci_low", "_ci_high", "_diff", "_p_t", "_p_wilcoxon")
+    names = (
+        "",
+        "_sd",
+        "_seed_sd",
+        "_fold_sd",
+        "_ci_low",
+        "_ci_high",
+        "_diff",
+        "_p_t",
+        "_p_wilcoxon",
+    )
     out = {f"{k}{n}": NAN for n in (*names, "_p_t_ind")}
     out.update({f"{k}_n": 0, f"{k}_n_pairs": 0, f"{k}_sig": ""})
     if column.format == "max_mean":
@@ -88,6 +137,8 @@ def stat_cells(
     low, high = stats.bootstrap_ci(values, agg["groups"], n_resamples, seed=seed)
     out.update({k: mean * s, f"{k}_sd": sd * s, f"{k}_ci_low": low * s, f"{k}_ci_high": high * s})
     out[f"{k}_seed_sd"] = stats.mean_sd(agg["seed_means"])[1] * s
+    if len(agg["fold_means"]) > 1:
+        out[f"{k}_fold_sd"] = stats.mean_sd(agg["fold_means"])[1] * s
     out[f"{k}_n"] = int(np.sum(~np.isnan(values)))
     if column.format == "max_mean" and out[f"{k}_n"]:
         out[f"{k}_max"] = float(np.nanmax(values)) * s
@@ -121,12 +172,14 @@ def predicts_nothing(run: Run) -> bool:
     return empty_share(run) == 1.0
 
 
-def population_sizes(run: Run) -> dict[str, tuple[int, int]]:
-    """``{population: (images, patients)}`` of a finished run's test set."""
-    table = run.per_image
-    patients = np.asarray(table.patients)
+def population_sizes(runs: list[Run]) -> dict[str, tuple[int, int]]:
+    """``{population: (images, patients)}`` of finished runs' pooled test sets (the folds of
+    one seed: each image once)."""
+    tables = [r.per_image for r in runs]
+    patients = np.concatenate([np.asarray(t.patients, dtype=object) for t in tables])
+    true_area = np.concatenate([t.true_area for t in tables])
     out = {}
     for population in (mf.POSITIVE, mf.NEGATIVE, mf.ALL):
-        keep = mf.in_population(table.true_area, population)
-        out[population] = (int(keep.sum()), len(np.unique(patients[keep])))
+        keep = mf.in_population(true_area, population)
+        out[population] = (int(keep.sum()), len(set(patients[keep])))
     return out

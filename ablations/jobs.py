@@ -42,11 +42,13 @@ class SweepContext:
     extra: tuple[str, ...] = ()
     force: bool = False
     since: float = field(default_factory=time.time)
+    folds: int | None = None
 
-    def job(self, cell_id: str, seed: int) -> Job:
+    def job(self, cell_id: str, seed: int, fold: int | None = None) -> Job:
         cell = self.sweep.cell(cell_id)
-        run_dir = self.root / self.group / cell.run_name(seed)
-        return Job(cell, seed, run_dir, current_action(run_dir, self.force, self.since))
+        run_dir = self.root / self.group / cell.run_name(seed, fold)
+        action = current_action(run_dir, self.force, self.since)
+        return Job(cell, seed, run_dir, action, fold, self.folds if fold is not None else None)
 
     def args(self, job: Job) -> list[str]:
         """The job's ``ptx fit`` arguments."""

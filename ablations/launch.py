@@ -56,14 +56,15 @@ GPU_KEYS = ("gpus_per_task", "gpus_per_node", "gres", "cpus_per_gpu", "mem_per_g
 
 @dataclass
 class SweepTask(Checkpointable):
-    """One (cell, seed) as a submitit job: returns (run name, status, note)."""
+    """One (cell, seed, fold) as a submitit job: returns (run name, status, note)."""
 
     ctx: SweepContext
     cell_id: str
     seed: int
+    fold: int | None = None
 
     def __call__(self) -> tuple[str, str, str]:
-        job = self.ctx.job(self.cell_id, self.seed)
+        job = self.ctx.job(self.cell_id, self.seed, self.fold)
         if int(os.environ.get("SLURM_PROCID", "0")) > 0:  # a further DDP rank of this job
             return self._other_rank(job)
 
@@ -148,7 +149,7 @@ def launch(ctx: SweepContext, todo: list[Job], options: argparse.Namespace, slur
     if options.parallel < 1:
         raise SweepError(f"--parallel {options.parallel}: give 1 or more")
     folder = ctx.root / ctx.group / ".submitit"
-    tasks = [SweepTask(ctx, job.cell.id, job.seed) for job in todo]
+    tasks = [SweepTask(ctx, job.cell.id, job.seed, job.fold) for job in todo]
     out_dir = str(Path(options.out).resolve())
     if options.launcher == "local":
         return _run_local(executor("local", folder, {}, 1), tasks, ctx, options, out_dir)

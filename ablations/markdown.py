@@ -80,6 +80,8 @@ def _cell_text(row: dict, kind: str, column: Column, decimals: int, seeds: bool)
         if _tested(column):
             text += f" ({_num(row[f'{k}_sd'], decimals)})"
     spread = row.get(f"{k}_seed_sd", float("nan"))
+    if row.get("folds", 0) > 1:  # k-fold: the spread over the folds' means
+        spread, seeds = row.get(f"{k}_fold_sd", float("nan")), True
     if seeds and math.isfinite(spread):
         text += f" ±{_num(spread, decimals)}"
     return text + MARKS[row.get(f"{k}_sig", "")]
@@ -127,16 +129,25 @@ def _footnotes(table: Table, notes: list[str]) -> list[str]:
     for column in sweep.columns:
         groups.setdefault(_population_text(column, table), []).append(column.label)
     out += [f"{', '.join(names)}: {text}." for text, names in groups.items()]
+    if table.folds > 1:
+        out.append(
+            f"{table.folds}-fold cross-validation (patient folds stratified by pneumothorax): "
+            "each test image belongs to one fold, so the per-image statistics pool the "
+            "folds' test images and the paired tests pair each image with the same image "
+            f"of the reference, tested in the same fold; ± is the sd over the {table.folds} "
+            "folds' means (seeds averaged first)."
+        )
     if any(_tested(c) for c in sweep.columns):
-        if several:
+        if several and table.folds <= 1:
             out.append(
                 "Per-image values are averaged over a cell's seeds image by image first; ± is "
                 "the sd of the seed means."
             )
         out.append(stats.test_note(", ".join(labels.get(r, r) for r in refs)))
         out.append(stats.ci_note(table.n_resamples, table.bootstrap_seed))
-    if any(c.source == "set" for c in sweep.columns) and several:
-        out.append("Set-level values: mean over seeds (± sd over seeds).")
+    if any(c.source == "set" for c in sweep.columns) and (several or table.folds > 1):
+        over = "runs (± sd over folds)" if table.folds > 1 else "seeds (± sd over seeds)"
+        out.append(f"Set-level values: mean over {over}.")
     if any(c.key.startswith("diag_") or c.key == "empty_fp_rate" for c in sweep.columns):
         out.append(f"Diagnosis rule: {'; '.join(table.rules) or 'none recorded'}.")
     if any(cell.paper for cell in sweep.cells):

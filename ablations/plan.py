@@ -1,16 +1,20 @@
-"""What a sweep has left to do: each (cell, seed) is done, to resume, or to start.
+"""What a sweep has left to do: each (cell, seed[, fold]) is done, to resume, or to start.
 
-A cell's run is ``<runs root>/<group>/<id>-s<seed>/`` (``ablations.sweeps.Cell.run_name``).
-Its ``metrics.json`` status says where it stands: ``finished`` (tested: skip it), else a
-``checkpoints/last.ckpt`` to resume from, else nothing usable (start over). A finished run
-of another configuration (another experiment, profile, data folder or identifier secret) is
-never silently taken for this sweep's cell: planning stops and says how to keep both.
+A cell's run is ``<runs root>/<group>/<id>-s<seed>/`` (``<id>-f<fold>-s<seed>/`` under
+``--folds``; ``ablations.sweeps.Cell.run_name``). Its ``metrics.json`` status says where it
+stands: ``finished`` (tested: skip it), else a ``checkpoints/last.ckpt`` to resume from,
+else nothing usable (start over). A finished run is reused only when its resolved
+configuration is the one this sweep would run for the cell (same ``config_hash``,
+``experiments.run_config``: experiment, profile, data folder, every override and extra
+argument) and its identifier secret is this machine's; otherwise planning stops, names the
+settings that differ and says how to keep both or replace it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,16 +31,18 @@ DONE, RESUME, START = "done", "resume", "start"
 
 @dataclass(frozen=True)
 class Job:
-    """One (cell, seed) of a sweep and what to do about it."""
+    """One (cell, seed, fold) of a sweep and what to do about it (fold None: no k-fold)."""
 
     cell: Cell
     seed: int
     run_dir: Path
     action: str  # DONE, RESUME or START
+    fold: int | None = None
+    folds: int | None = None
 
     @property
     def name(self) -> str:
-        return self.cell.run_name(self.seed)
+        return self.cell.run_name(self.seed, self.fold)
 
 
 def read_status(run_dir: Path) -> dict:
@@ -54,17 +60,45 @@ def _data_dir(run_dir: Path) -> str | None:
         return None
 
 
-def check_identity(job: Job, record: dict, profile: str, data_dir: str | None) -> None:
-    """Refuse a finished run that is not this cell's configuration (see module docstring)."""
-    found = {
-        "experiment": record.get("experiment"),
-        "profile": record.get("profile"),
-        "data": _data_dir(job.run_dir),
-    }
-    wanted = {"experiment": job.cell.exp, "profile": profile, "data": data_dir}
-    differ = [
-        f"{k} {found[k]!r} (this sweep: {wanted[k]!r})" for k in wanted if found[k] != wanted[k]
-    ]
+def _stored_config(run_dir: Path) -> dict:
+    try:
+        return yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return {}
+
+
+def check_identity(job: Job, record: dict, wanted: Callable[[], dict], profile, data_dir) -> None:
+    """Refuse a finished run that is not this cell's configuration (see module docstring).
+
+    ``wanted()`` is the resolved config this sweep would run the job with; a record without
+    a ``config_hash`` (an older version) is compared on experiment, profile and data only.
+    """
+    from experiments.run_config import config_hash, differences
+
+    differ: list[str] = []
+    if record.get("config_hash"):
+        requested = wanted()
+        if config_hash(requested) != record["config_hash"]:
+            differ = differences(_stored_config(job.run_dir), requested) or [
+                f"config_hash {record['config_hash']} (this sweep: {config_hash(requested)})"
+            ]
+    else:
+        log.warning(
+            "%s records no config_hash (made by an older version): only its experiment, "
+            "profile and data folder are checked; --force reruns it",
+            job.run_dir,
+        )
+        found = {
+            "experiment": record.get("experiment"),
+            "profile": record.get("profile"),
+            "data": _data_dir(job.run_dir),
+        }
+        expected = {"experiment": job.cell.exp, "profile": profile, "data": data_dir}
+        differ = [
+            f"{k} {found[k]!r} (this sweep: {expected[k]!r})"
+            for k in expected
+            if found[k] != expected[k]
+        ]
     secret = record.get("id_fingerprint")
     if secret is None:  # made before runs recorded it: keys from the old public salt
         log.warning(
@@ -85,6 +119,15 @@ def check_identity(job: Job, record: dict, profile: str, data_dir: str | None) -
         )
 
 
+def requested_config(sweep: Sweep, job: Job, profile, data_dir, runs_root, group, extra) -> dict:
+    """The resolved config ``ptx fit`` would run ``job`` with (nothing is built or run)."""
+    from experiments.lightning_cli import resolved_config
+    from experiments.train import lightning_args
+
+    args = fit_args(sweep, job, profile, data_dir, runs_root, group, extra)
+    return resolved_config(["fit", *lightning_args("fit", args)])[0]
+
+
 def plan(
     sweep: Sweep,
     runs_root: Path,
@@ -94,8 +137,11 @@ def plan(
     group: str | None = None,
     force: bool = False,
     only: list[str] | None = None,
+    folds: int | None = None,
+    extra: list[str] | None = None,
 ) -> list[Job]:
-    """The jobs of a sweep, seed-major (every cell once before any cell's second seed).
+    """The jobs of a sweep, seed-major then fold-major (every cell once before any cell's
+    next fold or seed); ``folds`` runs every cell on every fold of a k-fold.
 
     Raises:
         SweepError: ``only`` names an unknown cell, or a finished run does not match.
@@ -103,12 +149,18 @@ def plan(
     cells = [sweep.cell(c) for c in only] if only else list(sweep.cells)
     jobs = []
     for seed in seeds:
-        for cell in cells:
-            run_dir = runs_root / (group or sweep.group) / cell.run_name(seed)
-            job = Job(cell, seed, run_dir, current_action(run_dir, force))
-            if job.action == DONE:
-                check_identity(job, read_status(run_dir), profile, data_dir)
-            jobs.append(job)
+        for fold in range(folds) if folds else [None]:
+            for cell in cells:
+                run_dir = runs_root / (group or sweep.group) / cell.run_name(seed, fold)
+                job = Job(cell, seed, run_dir, current_action(run_dir, force), fold, folds)
+                if job.action == DONE:
+                    where = (profile, data_dir, runs_root, group, extra)
+
+                    def wanted(job=job, where=where):
+                        return requested_config(sweep, job, *where)
+
+                    check_identity(job, read_status(run_dir), wanted, profile, data_dir)
+                jobs.append(job)
     return jobs
 
 
@@ -143,12 +195,16 @@ def fit_args(
     group: str | None = None,
     extra: list[str] | None = None,
 ) -> list[str]:
-    """``ptx fit`` arguments of a job: the cell's experiment and overrides, its run name in
-    the sweep's group, and ``--ckpt_path last`` to resume or ``--overwrite`` to start over."""
+    """``ptx fit`` arguments of a job: the cell's experiment and overrides, its fold, its run
+    name in the sweep's group, and ``--ckpt_path last`` to resume or ``--overwrite``."""
     args = ["--exp", job.cell.exp, "--profile", profile, "--seed", str(job.seed)]
     args += ["--group", group or sweep.group, "--name", job.name, "--runs-dir", str(runs_root)]
     if data_dir is not None:
         args += ["--data", data_dir]
+    args += ["--run.sweep", sweep.name, "--run.cell", job.cell.id]
+    if job.fold is not None:
+        args += ["--data.init_args.folds", str(job.folds), "--data.init_args.fold"]
+        args.append(str(job.fold))
     for key, value in sweep.overrides_for(job.cell, profile).items():
         args += [f"--{key}", _cli_value(value)]
     args += ["--ckpt_path", "last"] if job.action == RESUME else ["--overwrite"]

@@ -92,6 +92,7 @@ class Run:
     path: Path
     status: str
     error: str | None = None
+    fold: int | None = None  # of a k-fold cross-validation (None: the one split)
     metrics: dict = field(default_factory=dict)
     config: dict = field(default_factory=dict)
     per_image: PerImage | None = None
@@ -225,9 +226,9 @@ def read_predictions(path: Path) -> dict[str, np.ndarray]:
     return arrays
 
 
-def load_run(run_dir: Path, cell_id: str, seed: int) -> Run:
+def load_run(run_dir: Path, cell_id: str, seed: int, fold: int | None = None) -> Run:
     """The record of one run; never raises for a malformed record (status ``malformed``)."""
-    run = Run(cell_id=cell_id, seed=seed, path=run_dir, status=NOT_RUN)
+    run = Run(cell_id=cell_id, seed=seed, path=run_dir, status=NOT_RUN, fold=fold)
     if not run_dir.is_dir():
         return run
     try:
@@ -259,33 +260,61 @@ def load_run(run_dir: Path, cell_id: str, seed: int) -> Run:
     return run
 
 
-def find_seeds(sweep: Sweep, runs_root: Path) -> list[int]:
-    """Seeds of any run of the sweep under ``<runs_root>/<group>/`` ([0] when there is none)."""
+def find_runs(sweep: Sweep, runs_root: Path) -> tuple[list[int], list[int | None]]:
+    """(seeds, folds) of the sweep's runs under ``<runs_root>/<group>/``: ``[0]`` without any
+    run; folds ``[None]`` without k-fold runs (``<id>-f<K>-s<S>``), else the folds found."""
     group_dir = runs_root / sweep.group
-    patterns = [re.compile(re.escape(c.id) + r"-s(\d+)") for c in sweep.cells]
-    seeds = set()
+    pattern = re.compile(
+        "(?:" + "|".join(re.escape(c.id) for c in sweep.cells) + r")(?:-f(\d+))?-s(\d+)"
+    )
+    seeds, folds = set(), set()
     if group_dir.is_dir():
         for entry in group_dir.iterdir():
-            for pattern in patterns:
-                match = pattern.fullmatch(entry.name)
-                if match and entry.is_dir():
-                    seeds.add(int(match.group(1)))
-    return sorted(seeds) or [0]
+            match = pattern.fullmatch(entry.name)
+            if match and entry.is_dir():
+                seeds.add(int(match.group(2)))
+                folds.add(None if match.group(1) is None else int(match.group(1)))
+    numbered = sorted(f for f in folds if f is not None)
+    if numbered and None in folds:
+        log.warning(
+            "%s holds runs with and without k-fold; the table uses the %d folds' runs",
+            group_dir,
+            len(numbered),
+        )
+    return sorted(seeds) or [0], numbered or [None]
+
+
+def find_seeds(sweep: Sweep, runs_root: Path) -> list[int]:
+    """Seeds of any run of the sweep under ``<runs_root>/<group>/`` ([0] when there is none)."""
+    return find_runs(sweep, runs_root)[0]
 
 
 def load_sweep_runs(
-    sweep: Sweep, runs_root: Path, seeds: list[int] | None = None
+    sweep: Sweep,
+    runs_root: Path,
+    seeds: list[int] | None = None,
+    folds: int | None = None,
 ) -> list[CellRuns]:
-    """Every cell of ``sweep`` (in its order) with its run per seed.
+    """Every cell of ``sweep`` (in its order) with its run per seed (and fold).
 
     Args:
         runs_root: the runs root; the sweep's runs are under ``<runs_root>/<group>/``.
         seeds: the seeds the sweep was run with (default: every seed found on disk).
+        folds: the number of k-fold folds it was run with (default: the folds found).
     """
-    seeds = sorted(seeds) if seeds else find_seeds(sweep, runs_root)
+    found_seeds, found_folds = find_runs(sweep, runs_root)
+    seeds = sorted(seeds) if seeds else found_seeds
+    fold_ids = list(range(folds)) if folds else found_folds
     group_dir = runs_root / sweep.group
     cells = [
-        CellRuns(cell, [load_run(group_dir / cell.run_name(s), cell.id, s) for s in seeds])
+        CellRuns(
+            cell,
+            [
+                load_run(group_dir / cell.run_name(s, f), cell.id, s, f)
+                for s in seeds
+                for f in fold_ids
+            ],
+        )
         for cell in sweep.cells
     ]
     check_id_fingerprints(cells)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -35,7 +36,8 @@ FIGURES = {
 def log_to_wandb(table: Table, folder: Path, pictures: dict[str, Path]) -> str | None:
     """A W&B summary run of the sweep's group: the table and the figures.
 
-    Project ``ptx-<modality>``, group the sweep's, job type ``report``, name
+    Project ``$WANDB_PROJECT`` or ``ptx-<modality>`` (entity ``$WANDB_ENTITY``), group the
+    sweep's, job type ``report``, name
     ``<sweep>-report``, files under ``folder/wandb``. The mode is
     ``experiments.wandb_setup.wandb_mode`` (online with a key, else offline; ``disabled`` via
     ``$WANDB_MODE``); a failed online start retries offline. Returns a note when W&B failed.
@@ -53,7 +55,8 @@ def log_to_wandb(table: Table, folder: Path, pictures: dict[str, Path]) -> str |
         for attempt in [mode] + (["offline"] if mode == "online" else []):
             try:
                 run = wandb.init(
-                    project=f"ptx-{sweep.modality}",
+                    project=os.environ.get("WANDB_PROJECT") or f"ptx-{sweep.modality}",
+                    entity=os.environ.get("WANDB_ENTITY") or None,
                     group=sweep.group,
                     job_type="report",
                     name=f"{sweep.name}-report",
@@ -93,7 +96,7 @@ def build_report(
 
     sweep = load_sweep(sweep) if isinstance(sweep, str) else sweep
     root = runs_root(str(runs_dir) if runs_dir else None)
-    cells = load_sweep_runs(sweep, root, seeds)
+    cells = load_sweep_runs(sweep, root, seeds)  # the folds found on disk, if k-fold
     table = build_table(sweep, cells, n_resamples=n_resamples)
     folder = Path(out_dir).resolve() / sweep.group
     folder.mkdir(parents=True, exist_ok=True)

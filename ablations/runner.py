@@ -1,8 +1,9 @@
 """``ptx sweep NAME``: run a paper table's grid, one ``ptx fit`` per (cell, seed), then report.
 
     ptx sweep ablation-encoders [--data DIR] [--profile auto|quick|paper] [--seeds 0,1,2]
-              [--force] [--group G] [--runs-dir D] [--cells ID,ID] [--isolate auto|yes|no]
-              [--wait] [--launcher inline|local|slurm] [--parallel N] [--slurm.KEY VALUE ...]
+              [--folds N] [--force] [--group G] [--runs-dir D] [--cells ID,ID]
+              [--isolate auto|yes|no] [--wait] [--launcher inline|local|slurm] [--parallel N]
+              [--slurm.KEY VALUE ...]
               [--dry-run] [--no-report] [-- extra ptx fit arguments, e.g. --trainer.devices 2]
 
 Jobs run one after another in the sweep's run group. Under the paper profile each runs in
@@ -13,6 +14,11 @@ runs are skipped, so a killed sweep started again does only what is missing: an 
 cell resumes from its last checkpoint, a cell that never started starts. ``--force`` reruns
 everything. A failing cell is reported and the sweep goes on; the exit status is 1 when any
 cell failed. At the end ``ptx report`` rebuilds the table from every finished run.
+``--folds N`` runs every cell on each of the N folds of a patient k-fold stratified by
+pneumothorax (``--data.folds N --data.fold K``; runs ``<id>-f<K>-s<seed>``), and the table
+pools the folds' test images (every image tested once) and gives the spread over folds.
+A finished run is reused only if its resolved config is the one this sweep asks for
+(``ablations.plan``); a run of other settings is refused with the keys that differ.
 
 Each job is trained under an OS file lock (``ablations.job_lock``): a second runner on the
 same sweep (another terminal, W&B agent or array) skips a job the first one holds and says
@@ -62,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", help="data folder (default: the generated phantom)")
     parser.add_argument("--profile", choices=("auto", "quick", "paper"), default="auto")
     parser.add_argument("--seeds", default="0", help="comma-separated training seeds (0)")
+    parser.add_argument(
+        "--folds",
+        type=int,
+        help="k-fold cross-validation: run every cell on each of N patient folds (N >= 2)",
+    )
     parser.add_argument("--force", action="store_true", help="rerun finished cells too")
     parser.add_argument("--group", help="run group / W&B group (default: the sweep's)")
     parser.add_argument("--runs-dir", help="runs root (default $PTX_RUNS_DIR or ./runs)")
@@ -126,20 +137,37 @@ def sweep_context(options: argparse.Namespace, extra: list[str]) -> SweepContext
         raise SweepError(f"--data {options.data}: no such folder")
     root = default_runs_root(options.runs_dir)
     group = options.group or sweep.group
-    return SweepContext(sweep, profile, data_dir, root, group, tuple(extra), options.force)
+    folds = getattr(options, "folds", None)
+    if folds is not None and folds < 2:
+        raise SweepError(f"--folds {folds}: give 2 or more folds (or leave it out)")
+    return SweepContext(
+        sweep, profile, data_dir, root, group, tuple(extra), options.force, folds=folds
+    )
 
 
 def run_sweep(options: argparse.Namespace, extra: list[str], slurm: dict | None = None) -> int:
     ctx = sweep_context(options, extra)
     only = options.cells.split(",") if options.cells else None
     seeds = _seeds(options.seeds)
-    jobs = plan(ctx.sweep, ctx.root, seeds, ctx.profile, ctx.data_dir, ctx.group, ctx.force, only)
+    jobs = plan(
+        ctx.sweep,
+        ctx.root,
+        seeds,
+        ctx.profile,
+        ctx.data_dir,
+        ctx.group,
+        ctx.force,
+        only,
+        folds=ctx.folds,
+        extra=list(ctx.extra),
+    )
     todo = [j for j in jobs if j.action != DONE]
     resume = sum(j.action == RESUME for j in todo)
     say(
         f"{ctx.sweep.name}: {ctx.sweep.title}; {len(jobs)} runs ({len(jobs) - len(todo)} "
         f"finished, {resume} to resume, {len(todo) - resume} to start) in {ctx.root / ctx.group}"
         f", profile {ctx.profile}, data {ctx.data_dir or 'phantom'}"
+        + (f", {ctx.folds}-fold cross-validation" if ctx.folds else "")
     )
     if options.dry_run:
         for job in jobs:

@@ -85,7 +85,8 @@ class Column:
 
 @dataclass(frozen=True)
 class Cell:
-    """One row of the table: ``ptx fit --exp <exp>`` with ``overrides``, run as ``<id>-s<seed>``."""
+    """One row of the table: ``ptx fit --exp <exp>`` with ``overrides``, run as ``<id>-s<seed>``
+    (``<id>-f<fold>-s<seed>`` for one fold of a k-fold cross-validation)."""
 
     id: str
     label: str
@@ -94,8 +95,8 @@ class Cell:
     paper: dict = field(default_factory=dict)
     reference: str | None = None
 
-    def run_name(self, seed: int) -> str:
-        return f"{self.id}-s{seed}"
+    def run_name(self, seed: int, fold: int | None = None) -> str:
+        return f"{self.id}-s{seed}" if fold is None else f"{self.id}-f{fold}-s{seed}"
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,7 @@ class Table:
     sweep: Sweep
     rows: list[dict]
     seeds: list[int]
+    folds: int  # of a k-fold cross-validation; 0: one split
     profiles: list[str]
     data: list[str]
     n_resamples: int
@@ -73,12 +74,21 @@ def _paper_cells(column, published) -> dict:
 
 
 def _runs_text(cell_runs: CellRuns) -> str:
-    """``s0, s1`` when all finished; ``s0; s1 failed`` when some; else the status."""
+    """``s0, s1`` when all finished; ``s0; s1 failed`` when some; else the status. Under
+    k-fold: ``5 folds x s0`` when all finished, else the runs as ``f<fold>s<seed>``."""
     status = cell_runs.status
+
+    def tag(run) -> str:
+        return f"s{run.seed}" if run.fold is None else f"f{run.fold}s{run.seed}"
+
     if status not in (FINISHED, PARTIAL):
         return status
-    done = ", ".join(f"s{r.seed}" for r in cell_runs.finished)
-    others = [f"s{r.seed} {r.status}" for r in cell_runs.runs if not r.finished]
+    folds = {r.fold for r in cell_runs.runs} - {None}
+    if status == FINISHED and folds:
+        seeds = dict.fromkeys(f"s{r.seed}" for r in cell_runs.runs)
+        return f"{len(folds)} folds x {', '.join(seeds)}"
+    done = ", ".join(tag(r) for r in cell_runs.finished)
+    others = [f"{tag(r)} {r.status}" for r in cell_runs.runs if not r.finished]
     return "; ".join([done, *others])
 
 
@@ -105,12 +115,16 @@ def _rules(cells: list[CellRuns]) -> list[str]:
 
 
 def _test_sets(cells: list[CellRuns]) -> tuple[dict, list[str]]:
-    """Population sizes of the test set, and a note when the runs saw different test sets."""
+    """Population sizes of the test set (every fold's, pooled), and a note when the runs saw
+    different test sets (runs of one fold are compared with each other)."""
     runs = [r for c in cells for r in c.finished]
     if not runs:
         return {}, []
-    sizes = columns.population_sizes(runs[0])
-    differ = any(set(r.per_image.ids) != set(runs[0].per_image.ids) for r in runs[1:])
+    first = {}
+    for run in runs:
+        first.setdefault(run.fold, run)
+    sizes = columns.population_sizes(list(first.values()))
+    differ = any(set(r.per_image.ids) != set(first[r.fold].per_image.ids) for r in runs)
     note = ["the runs were tested on different test sets; the sizes given are of the first"]
     return sizes, note if differ else []
 
@@ -142,7 +156,8 @@ def build_table(
             "label": cell.label,
             "status": cell_runs.status,
             "runs": _runs_text(cell_runs),
-            "seeds": " ".join(str(r.seed) for r in finished),
+            "seeds": " ".join(str(s) for s in dict.fromkeys(r.seed for r in finished)),
+            "folds": len({r.fold for r in finished if r.fold is not None}),
             "reference": ref_id,
             "pred_empty": stats.mean_sd([columns.empty_share(r) for r in finished])[0],
             "predicts_nothing": bool(empty),
@@ -158,10 +173,12 @@ def build_table(
                     entries[f"{k}_sig"] = ""  # an empty prediction is never "better"
                 row.update(entries)
             else:
-                mean, sd = stats.mean_sd(columns.seed_values(cell_runs, column))
+                values = columns.seed_values(cell_runs, column)
+                mean, sd = stats.mean_sd(values)
                 row[k] = mean * s
                 if column.source == "set":
                     row[f"{k}_seed_sd"] = sd * s
+                    row[f"{k}_fold_sd"] = columns.fold_sd(cell_runs, values) * s
             row.update(_paper_cells(column, cell.paper.get(k)))
         if empty:
             notes.append(
@@ -195,6 +212,7 @@ def build_table(
         sweep=sweep,
         rows=rows,
         seeds=sorted({r.seed for c in cells for r in c.runs}),
+        folds=len({r.fold for c in cells for r in c.runs if r.fold is not None}),
         profiles=sorted({r.profile or "unknown" for r in runs}),
         data=sorted({(r.data_dir or "phantom") if r.config else "unknown" for r in runs}),
         n_resamples=n_resamples,
@@ -236,7 +254,12 @@ def write_json(table: Table, notes: list[str], path: Path) -> None:
             "columns": [dataclasses.asdict(c) for c in sweep.columns],
             "cells": [dataclasses.asdict(c) for c in sweep.cells],
         },
-        "runs": {"seeds": table.seeds, "profiles": table.profiles, "data": table.data},
+        "runs": {
+            "seeds": table.seeds,
+            "folds": table.folds,
+            "profiles": table.profiles,
+            "data": table.data,
+        },
         "test_set": {k: {"images": v[0], "patients": v[1]} for k, v in table.populations.items()},
         "diagnosis_rules": table.rules,
         "statistics": {

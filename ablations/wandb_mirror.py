@@ -19,7 +19,9 @@ import yaml
 from ablations.sweeps import Sweep, list_sweeps, load_sweep
 
 MIRROR_DIR = Path(__file__).resolve().parent / "wandb"
-MONITOR = {"ct": "test/dice", "xray": "test/dsc1"}  # the papers' headline metric
+# the papers' headline metric on the validation set: a W&B sweep switched from `grid` to
+# `bayes` or `random` must tune on validation, never on the test set
+MONITOR = {"ct": "val/dice", "xray": "val/dsc1"}
 
 
 def mirror(sweep: Sweep, seeds: tuple[int, ...] = (0,)) -> dict:
@@ -30,7 +32,7 @@ def mirror(sweep: Sweep, seeds: tuple[int, ...] = (0,)) -> dict:
         "project": f"ptx-{sweep.modality}",
         "program": "experiments/cli.py",
         "method": "grid",
-        "metric": {"name": MONITOR.get(sweep.modality, "test/dice"), "goal": "maximize"},
+        "metric": {"name": MONITOR.get(sweep.modality, "val/dice"), "goal": "maximize"},
         "parameters": {
             "cells": {"values": [cell.id for cell in sweep.cells]},
             "seeds": {"values": list(seeds)},

@@ -87,6 +87,22 @@ def digest(payload: object) -> str:
     return hashlib.sha256(blob).hexdigest()
 
 
+def folder_fingerprint(root: Path) -> str | None:
+    """16 hex digits identifying a data folder's content: SHA-256 over every file's path
+    relative to ``root`` and size (hidden files left out). Two copies of one data set match
+    wherever they live; names enter only hashed (they may hold patient names). None when
+    ``root`` is not a folder."""
+    root = Path(root)
+    if not root.is_dir():
+        return None
+    entries = sorted(
+        (str(path.relative_to(root)), path.stat().st_size)
+        for path in root.rglob("*")
+        if path.is_file() and not any(p.startswith(".") for p in path.relative_to(root).parts)
+    )
+    return digest(entries)[:16]
+
+
 def file_signature(paths: Sequence[Path]) -> list[tuple[str, int, int]]:
     """(absolute path, size, mtime_ns) of each file: cheap, and changes when a file does."""
     signature = []

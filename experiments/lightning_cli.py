@@ -5,7 +5,11 @@ On top of Lightning's: a ``run`` section (``RunSettings``: group, name, runs roo
 the run directory ``<runs root>/<group>/<name>/`` wired into checkpoints, config and W&B,
 ``best``/``last`` resolved to that run's checkpoints, the run's callbacks (record, W&B
 overlays, RNG state, non-finite loss guard, rich progress bar), and ``fit`` followed by
-validation and test of the best checkpoint, so one ``fit`` leaves a complete record.
+validation and test of the best checkpoint, so one ``fit`` leaves a complete record; a
+``wandb`` section (``experiments.wandb_setup.WandbSettings``).
+
+``PtxCLI(args, resolve_only=True)`` parses and resolves the config and stops there: nothing
+is built, written or run (``resolved_config``: ``--print_config`` and the sweep planner).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from datamodules.base import SegmentationDataModule
+from experiments.run_config import config_hash, wandb_config
 from experiments.run_dir import (
     RunSettings,
     prepare_fit_dir,
@@ -30,7 +35,7 @@ from experiments.run_dir import (
     runs_root,
 )
 from experiments.run_info import network_complexity, run_info, run_tags
-from experiments.wandb_setup import create_wandb_logger
+from experiments.wandb_setup import WandbSettings, create_wandb_logger, logger_arguments
 from lightning_modules.callbacks import (
     FiniteLossGuard,
     LastCheckpoint,
@@ -103,9 +108,15 @@ def supported_precision(precision) -> str | int | None:
 class PtxCLI(LightningCLI):
     """LightningCLI of the project (see the module docstring); ``args`` as LightningCLI's."""
 
-    def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
+    def __init__(
+        self, args: list[str] | None = None, run: bool = True, resolve_only: bool = False
+    ) -> None:
         self.run_dir: Path | None = None
         self.fresh = True
+        # --print_config: print what this run will use (filled in below), not the raw parse
+        show = [a for a in args or [] if a.split("=")[0] == "--print_config"]
+        args = [a for a in args or [] if a not in show] if args is not None else None
+        self.resolve_only = resolve_only or bool(show)
         super().__init__(
             SegmentationModule,
             SegmentationDataModule,
@@ -116,9 +127,13 @@ class PtxCLI(LightningCLI):
             args=args,
             run=run,
         )
+        if show:
+            print(self.resolved_yaml())
+            raise SystemExit(0)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_class_arguments(RunSettings, "run")
+        parser.add_class_arguments(WandbSettings, "wandb")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults(CHECKPOINT_DEFAULTS)
 
@@ -148,6 +163,8 @@ class PtxCLI(LightningCLI):
         cfg.checkpoint.dirpath = str(self.run_dir / "checkpoints")
         cfg.trainer.default_root_dir = str(self.run_dir)
         self.modality = modality
+        if self.resolve_only:
+            return
         if command == "fit":
             wanted = cfg.ckpt_path
             cfg.ckpt_path = resolve_checkpoint(self.run_dir, wanted, "fit")
@@ -163,6 +180,58 @@ class PtxCLI(LightningCLI):
             self._parse_ckpt_path()  # rebuild the network exactly as it was checkpointed
             self.save_config_callback = None  # config.yaml stays the one of the fit
 
+    def instantiate_classes(self) -> None:
+        if not self.resolve_only:
+            super().instantiate_classes()
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        if not self.resolve_only:
+            super()._run_subcommand(subcommand)
+
+    @property
+    def resolved(self) -> dict:
+        """The resolved config of the subcommand (or of the whole, without one), as plain data."""
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
+        return json.loads(json.dumps(cfg.clone().as_dict(), default=str))  # paths as text
+
+    def resolved_yaml(self) -> str:
+        """The resolved config as YAML, with the W&B logger the run will create."""
+        config = self.resolved
+        if config.get("trainer", {}).get("logger") is None:
+            arguments = self.logger_arguments()
+            arguments.pop("why")
+            wandb = config.get("wandb") or {}
+            wandb.update({k: arguments[k] for k in ("project", "entity", "mode", "tags")})
+            config["wandb"] = {**wandb, "dir": arguments["save_dir"]}
+            config["trainer"]["logger"] = {
+                "class_path": "experiments.wandb_setup.ResilientWandbLogger",
+                "init_args": arguments,
+            }
+        config.pop("config", None)
+        header = "# the resolved config: the values this run uses (ptx fit ... --print_config)\n"
+        return header + yaml.safe_dump(config, sort_keys=False, width=100)
+
+    def _set_seed(self) -> None:
+        if not self.resolve_only:  # resolving builds nothing random: the RNGs stay as they are
+            super()._set_seed()
+
+    def logger_arguments(self) -> dict:
+        """The W&B logger's project, entity, folder, mode, tags and ``log_model``."""
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
+        settings = cfg.wandb if isinstance(cfg.wandb, WandbSettings) else None
+        settings = settings or WandbSettings(**(cfg.wandb.as_dict() if cfg.wandb else {}))
+        model = cfg.model.as_dict()
+        info = run_info(
+            cfg.run.experiment,
+            cfg.run.profile,
+            cfg.run.group,
+            cfg.run.name,
+            self.modality,
+            model,
+            cfg.seed_everything,
+        )
+        return logger_arguments(settings, self.run_dir, self.modality, run_tags(info))
+
     def instantiate_trainer(self, **kwargs):
         trainer_cfg = self._get(self.config_init, "trainer")
         run: RunSettings = self._get(self.config_init, "run")
@@ -172,6 +241,11 @@ class PtxCLI(LightningCLI):
         info = run_info(
             run.experiment, run.profile, run.group, run.name, self.modality, model_cfg, seed
         )
+        resolved = self.resolved
+        if self.subcommand == "fit":  # a lone test keeps the hash of the fit
+            info["config_hash"] = config_hash(resolved)
+        if run.sweep:
+            info.update(sweep=run.sweep, cell=run.cell)
         model = self.model
         callbacks = [
             *(trainer_cfg.get("callbacks") or []),
@@ -190,13 +264,14 @@ class PtxCLI(LightningCLI):
             callbacks.append(RichProgressBar())
         logger = trainer_cfg.get("logger")
         if logger is None or logger is True:
+            datamodule = self.datamodule
             logger = create_wandb_logger(
                 self.run_dir,
-                project=f"ptx-{self.modality}",
+                self.logger_arguments(),
                 group=run.group,
                 name=run.name,
-                tags=run_tags(info),
                 fresh=self.fresh,
+                config=lambda: wandb_config(resolved, datamodule.data_root),
             )
         trainer = super().instantiate_trainer(callbacks=callbacks, logger=logger, **kwargs)
         # after the `checkpoint` one, which stays trainer.checkpoint_callback (the "best")
@@ -233,4 +308,12 @@ class PtxCLI(LightningCLI):
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best)
 
 
-__all__ = ["PtxCLI", "SegmentationDataModule"]
+def resolved_config(args: list[str]) -> tuple[dict, dict]:
+    """(resolved config, W&B logger arguments) of ``ptx``'s LightningCLI ``args`` (with the
+    subcommand first, e.g. ``["fit", "--config", ...]``), without building or running
+    anything."""
+    cli = PtxCLI(args=args, resolve_only=True)
+    return cli.resolved, cli.logger_arguments()
+
+
+__all__ = ["PtxCLI", "SegmentationDataModule", "resolved_config"]

@@ -36,6 +36,7 @@ class RunSettings:
         last_checkpoint_every_n_epochs: write the full-state ``last.ckpt`` after every N
             epochs (0: only at the end of training and when interrupted; see
             ``lightning_modules.callbacks.last_checkpoint``).
+        sweep, cell: the sweep and cell id that ran it (``ptx sweep`` sets them).
     """
 
     experiment: str | None = None
@@ -46,6 +47,8 @@ class RunSettings:
     overwrite: bool = False
     overlays: int = 8
     last_checkpoint_every_n_epochs: int = 1
+    sweep: str | None = None
+    cell: str | None = None
 
 
 def _slug(text: str) -> str:

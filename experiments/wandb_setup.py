@@ -5,6 +5,12 @@ configured (``$WANDB_API_KEY`` or a ``wandb login`` entry in ``~/.netrc``), else
 No network probe is made: a missing key means offline, and an online start that fails
 (no network, bad key) falls back to offline with a warning. Offline runs are written to
 ``<run dir>/wandb/offline-run-*`` and uploaded later with ``wandb sync``.
+
+The ``wandb`` section of a config (:class:`WandbSettings`, ``--wandb.project`` etc.) wins
+over W&B's own environment variables, which win over the defaults: ``WANDB_PROJECT``
+(default ``ptx-<modality>``), ``WANDB_ENTITY``, ``WANDB_DIR`` (default the run directory),
+``WANDB_MODE`` (as above) and ``WANDB_TAGS`` (comma-separated, added to the run's own tags).
+The run config holds the full resolved configuration (``experiments.run_config``).
 """
 
 from __future__ import annotations
@@ -12,7 +18,8 @@ from __future__ import annotations
 import logging
 import netrc
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -24,6 +31,34 @@ from pytorch_lightning.utilities.seed import isolate_rng
 log = logging.getLogger("ptx.wandb")
 
 ID_FILE = "ptx_run_id.txt"  # inside <run dir>/wandb/: the W&B run id, reused on resume
+
+
+LOG_MODEL = {"best": True, "all": "all", "false": False}  # --wandb.log_model -> WandbLogger's
+
+
+@dataclass
+class WandbSettings:
+    """The ``wandb`` section of a config: where and how a run logs to W&B.
+
+    Attributes:
+        project: W&B project (default ``$WANDB_PROJECT``, else ``ptx-<modality>``).
+        entity: W&B user or team (default ``$WANDB_ENTITY``, else your default entity).
+        dir: folder W&B writes its files under (default ``$WANDB_DIR``, else the run dir).
+        mode: ``online``, ``offline`` or ``disabled`` (default ``$WANDB_MODE``, else online
+            with an API key, offline without).
+        tags: tags added to the run's own (``model:unet``, ...) and ``$WANDB_TAGS``.
+        log_model: upload checkpoints as model artifacts: ``best`` (the best checkpoint at
+            the end of training), ``all`` (every checkpoint as it is written), ``false``, or
+            ``auto``: ``best`` online, ``false`` offline (an offline upload waits for
+            ``wandb sync`` and doubles the run folder's size).
+    """
+
+    project: str | None = None
+    entity: str | None = None
+    dir: str | None = None
+    mode: str | None = None
+    tags: list[str] | None = None
+    log_model: str = "auto"
 
 
 def has_api_key(environ: Mapping[str, str] = os.environ) -> bool:
@@ -38,8 +73,12 @@ def has_api_key(environ: Mapping[str, str] = os.environ) -> bool:
         return False
 
 
-def wandb_mode(environ: Mapping[str, str] = os.environ) -> tuple[str, str]:
-    """(mode, why): ``online``, ``offline`` or ``disabled``."""
+def wandb_mode(
+    environ: Mapping[str, str] = os.environ, setting: str | None = None
+) -> tuple[str, str]:
+    """(mode, why): ``online``, ``offline`` or ``disabled``; ``setting`` (--wandb.mode) wins."""
+    if setting:
+        return setting, "--wandb.mode is set"
     if environ.get("WANDB_MODE"):
         return environ["WANDB_MODE"], "WANDB_MODE is set"
     if has_api_key(environ):
@@ -69,14 +108,31 @@ def run_id(run_dir: Path, fresh: bool) -> str:
 
 
 class ResilientWandbLogger(WandbLogger):
-    """``WandbLogger`` that falls back to offline when starting online fails, and whose start
-    leaves the random-number generators as they were (a run must not depend on W&B)."""
+    """``WandbLogger`` that falls back to offline when starting online fails, whose start
+    leaves the random-number generators as they were (a run must not depend on W&B), and
+    whose run config comes from ``config_factory`` when W&B starts. ``run_dir`` is what
+    Lightning sees as the logger's folder (``trainer.log_dir``: ``config.yaml`` is written
+    there) while W&B writes its files under ``save_dir`` (``$WANDB_DIR``, ``--wandb.dir``)."""
+
+    def __init__(
+        self,
+        *args,
+        config_factory: Callable[[], dict] | None = None,
+        run_dir: str | None = None,
+        **kwargs,
+    ):
+        super().__init__(*args, **kwargs)
+        self._config_factory = config_factory
+        if run_dir is not None:  # Lightning's log_dir (config.yaml goes there), not W&B's own
+            self._save_dir = str(run_dir)
 
     @property
     @rank_zero_experiment
     def experiment(self):
         if self._experiment is not None:
             return self._experiment
+        if self._config_factory is not None and "config" not in self._wandb_init:
+            self._wandb_init["config"] = self._config_factory()
         with isolate_rng():  # starting W&B must not move the run's random streams
             if self._wandb_init.get("mode") == "online":
                 try:
@@ -87,34 +143,68 @@ class ResilientWandbLogger(WandbLogger):
             return super().experiment
 
 
+def logger_arguments(
+    settings: WandbSettings,
+    run_dir: Path,
+    modality: str,
+    tags: list[str],
+    environ: Mapping[str, str] = os.environ,
+) -> dict:
+    """``project``, ``entity``, ``save_dir``, ``mode``, ``tags`` and ``log_model`` of a run's
+    logger: the ``wandb`` section, else W&B's environment variables, else the defaults.
+
+    Raises:
+        ValueError: an unknown ``log_model`` or ``mode``.
+    """
+    mode, why = wandb_mode(environ, settings.mode)
+    if mode not in ("online", "offline", "disabled"):
+        raise ValueError(f"W&B mode {mode!r} ({why}): give online, offline or disabled")
+    choice = str(settings.log_model).lower()
+    if choice == "auto":
+        choice = "best" if mode == "online" else "false"
+    if choice not in LOG_MODEL:
+        raise ValueError(f"--wandb.log_model {settings.log_model!r}: give best, all, false, auto")
+    env_tags = [t.strip() for t in environ.get("WANDB_TAGS", "").split(",") if t.strip()]
+    return {
+        "project": settings.project or environ.get("WANDB_PROJECT") or f"ptx-{modality}",
+        "entity": settings.entity or environ.get("WANDB_ENTITY") or None,
+        "save_dir": str(settings.dir or environ.get("WANDB_DIR") or run_dir),
+        "mode": mode,
+        "why": why,
+        "tags": list(dict.fromkeys([*tags, *env_tags, *(settings.tags or [])])),
+        "log_model": LOG_MODEL[choice],
+    }
+
+
 def create_wandb_logger(
     run_dir: Path,
-    project: str,
+    arguments: dict,
     group: str,
     name: str,
-    tags: list[str],
     fresh: bool,
-    environ: Mapping[str, str] = os.environ,
+    config: Callable[[], dict] | None = None,
 ) -> WandbLogger:
-    """The run's ``WandbLogger``: files under ``run_dir/wandb``, console capture off.
+    """The run's ``WandbLogger``: files under ``arguments["save_dir"]``, console capture off.
 
     Args:
-        project: ``ptx-ct`` or ``ptx-xray``.
-        group, name, tags: as the run's (``model:unet``, ``loss:ce``, ``seed:0``, ...).
+        arguments: :func:`logger_arguments`.
+        group, name: as the run's.
         fresh: a new run (new W&B id) rather than a resumed or re-tested one.
+        config: returns the W&B run config; called when W&B starts (after the data is
+            prepared, so it can fingerprint the data folder).
     """
     import wandb
 
-    mode, why = wandb_mode(environ)
-    log.info("W&B %s (%s); project %s, group %s, run %s", mode, why, project, group, name)
+    args = dict(arguments)
+    mode, why = args.pop("mode"), args.pop("why")
+    log.info("W&B %s (%s); project %s, group %s, run %s", mode, why, args["project"], group, name)
     return ResilientWandbLogger(
-        project=project,
         group=group,
         name=name,
-        tags=tags,
-        save_dir=str(run_dir),
         id=None if mode == "disabled" else run_id(run_dir, fresh),
         mode=mode,
-        log_model=False,  # checkpoints stay on disk; uploading them is a user decision
         settings=wandb.Settings(console="off", init_timeout=60),
+        config_factory=config,
+        run_dir=str(run_dir),
+        **args,
     )

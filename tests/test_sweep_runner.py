@@ -62,13 +62,14 @@ def test_fit_args_of_a_cell(tmp_path):
     sweep = load_sweep("sweep-growth-rate")
     job = plan(sweep, tmp_path, [3], "quick", None, only=["ms_scse_fc_densenet-k4"])[0]
     args = fit_args(sweep, job, "quick", "/data/xr", tmp_path, extra=["--trainer.devices", "2"])
-    assert args[:14] == [
+    assert args[:18] == [
         "--exp", "xray/ms_scse_fc_densenet", "--profile", "quick", "--seed", "3",
         "--group", "sweep-growth-rate", "--name", "ms_scse_fc_densenet-k4-s3",
         "--runs-dir", str(tmp_path), "--data", "/data/xr",
+        "--run.sweep", "sweep-growth-rate", "--run.cell", "ms_scse_fc_densenet-k4",
     ]  # fmt: skip
     assert args[-3:] == ["--overwrite", "--trainer.devices", "2"]
-    overrides = dict(zip(args[14:-3:2], args[15:-3:2], strict=True))
+    overrides = dict(zip(args[18:-3:2], args[19:-3:2], strict=True))
     assert overrides["--model.net_kwargs.growth_rate"] == "4"
     assert len(overrides) == len(sweep.overrides_for(job.cell, "quick"))
     _fake_run(job.run_dir, status="running", last=True)
