@@ -30,7 +30,7 @@ import torch
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
-from experiments.lightning_cli import supported_precision
+from experiments.run_config import supported_precision
 from lightning_modules import SegmentationModule
 from lightning_modules.callbacks import FiniteLossGuard, RngState
 

@@ -26,7 +26,13 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from datamodules.base import SegmentationDataModule
-from experiments.run_config import config_hash, wandb_config
+from experiments.run_config import (
+    config_hash,
+    cuda_available,
+    supported_precision,
+    typed_values,
+    wandb_config,
+)
 from experiments.run_dir import (
     RunSettings,
     prepare_fit_dir,
@@ -62,47 +68,6 @@ CHECKPOINT_DEFAULTS = {  # the `checkpoint` section: best.ckpt by the monitored 
     # a run directory holds one run (prepare_fit_dir), so files are overwritten in place
     "checkpoint.enable_version_counter": False,
 }
-
-
-def typed_values(kwargs: dict | None) -> dict | None:
-    """``--model.net_kwargs.growth_rate 4`` arrives as the string ``"4"`` (a free-form dict
-    has no types to parse into): read each string value as YAML when that gives a number,
-    a boolean or null, so the network gets ``4``; names stay strings."""
-    if not kwargs:
-        return kwargs
-    typed = dict(kwargs)
-    for key, value in typed.items():
-        if isinstance(value, str):
-            try:
-                parsed = yaml.safe_load(value)
-            except yaml.YAMLError:
-                continue
-            if parsed is None or isinstance(parsed, (bool, int, float)):
-                typed[key] = parsed
-    return typed
-
-
-def cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
-def supported_precision(precision) -> str | int | None:
-    """``bf16-mixed`` where the machine runs it natively, else full precision (with a note).
-
-    The quick profile trains in bf16 on the CPU: oneDNN's bf16 kernels (AVX512-BF16, AMX)
-    make a step about 1.6 times faster there. A CPU without them would emulate bf16, slower
-    than fp32, so such a machine falls back to ``32-true``.
-    """
-    if str(precision) != "bf16-mixed":
-        return precision
-    import torch
-
-    if cuda_available() or torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        return precision
-    log.info("precision bf16-mixed -> 32-true: this CPU has no native bf16 kernels")
-    return "32-true"
 
 
 class PtxCLI(LightningCLI):

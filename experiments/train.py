@@ -116,10 +116,23 @@ def lightning_args(command: str, argv: list[str], gpu: bool | None = None) -> li
     return args + rest
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is now (a handler keeping the stream it was made
+    with would write to a closed one once a caller, e.g. a test capture, replaced it)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def _configure_logging() -> None:
     logger = logging.getLogger("ptx")
     if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("[ptx] %(message)s"))
         logger.addHandler(handler)
     logger.setLevel(logging.INFO)

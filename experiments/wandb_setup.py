@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+import yaml
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.loggers.logger import rank_zero_experiment
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
@@ -140,7 +141,22 @@ class ResilientWandbLogger(WandbLogger):
                 except Exception as err:  # any failure to reach W&B must not stop training
                     log.warning("W&B online start failed (%s); logging offline instead", err)
                     self._wandb_init["mode"] = "offline"
-            return super().experiment
+            run = super().experiment
+        if self._wandb_init.get("mode") == "offline":
+            write_offline_config(run, self._wandb_init.get("config") or {})
+        return run
+
+
+def write_offline_config(run, config: dict) -> None:
+    """``files/config.yaml`` of an offline run, in W&B's layout (``key: {value: ...}``): the
+    W&B service writes it only when it uploads, so without it an offline run's folder would
+    not show its configuration until ``wandb sync`` (which rewrites it, with the same keys)."""
+    try:
+        path = Path(run.dir) / "config.yaml"
+        payload = {key: {"value": value} for key, value in config.items()}
+        path.write_text(yaml.safe_dump(payload, sort_keys=False, width=100))
+    except Exception as err:  # a convenience copy: never a reason to fail
+        log.warning("could not write the offline W&B config.yaml (%s)", err)
 
 
 def logger_arguments(

@@ -126,6 +126,10 @@ def test_offline_run_config_holds_data_trainer_and_provenance(tmp_path, monkeypa
     assert summary["project"] == "ptx-env-project" and summary["group"] == "ct"
     assert "from-env" in summary["tags"] and "model:unet" in summary["tags"]
     config = summary["config"]
+    (files,) = (tmp_path / "wandb-files").glob("wandb/offline-run-*/files/config.yaml")
+    shown = yaml.safe_load(files.read_text())  # W&B's layout: key -> {value: ...}
+    assert shown["data"]["value"]["init_args"]["batch_size"] == 4
+    assert shown["trainer"]["value"]["max_epochs"] == 1
     assert config["data"]["init_args"]["batch_size"] == 4
     assert config["trainer"]["max_epochs"] == 1
     assert config["model"]["net_kwargs"]["encoder_name"] == "resnet18"

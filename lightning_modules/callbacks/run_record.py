@@ -121,6 +121,9 @@ class RunRecord(pl.Callback):
             self.record["record_version"] = RECORD_VERSION
             if self.complexity is not None and trainer.is_global_zero:
                 self.record["params"], self.record["gmacs"] = self.complexity()
+                if trainer.logger is not None:  # the W&B run config shows the network's size
+                    size = {k: self.record[k] for k in ("params", "gmacs")}
+                    trainer.logger.log_hyperparams(size)
             self.record.setdefault("status", "created")
         self.record["device"] = describe_device(trainer)
         self.record["precision"] = str(trainer.precision)
