@@ -25,7 +25,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from scipy.ndimage import binary_erosion
 
-from ablations.records import CellRuns, RecordError
+from ablations.records import CellRuns
+from lightning_modules.records import RecordError
 
 DICE_BINS = np.linspace(0.0, 1.0, 11)  # np.histogram: [0, .1), ..., [.9, 1.0] (last closed)
 MONITOR_KEYS = ("val/dice", "val/dsc1")  # first present is drawn (Dice over the PTX group)

@@ -20,11 +20,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ablations.job_lock import held, lock_path
-from ablations.plan import DONE, RESUME, Job, current_action, fit_args, read_status
+from ablations.plan import DONE, RESUME, Job, current_action, fit_args
 from ablations.sweeps import Sweep
 from datamodules.atomic import write_text_atomic
+from lightning_modules.records import FAILED, FINISHED, read_status
 
-FINISHED, FAILED, SKIPPED = "finished", "failed", "skipped"
+SKIPPED = "skipped"  # a job outcome besides the record statuses FINISHED and FAILED
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,7 @@ def run_in_process(args: list[str]) -> int:
 def outcome(job: Job, rc: int) -> tuple[str, str]:
     """(FINISHED or FAILED, a note) from the run record and ``ptx fit``'s exit status."""
     record = read_status(job.run_dir)
-    if rc == 0 and record.get("status") == "finished":
+    if rc == 0 and record.get("status") == FINISHED:
         test = record.get("test") or {}
         return FINISHED, f"test dice {test.get('dice', float('nan')):.4f}"
     return FAILED, record.get("error") or f"ptx fit exited with status {rc}"

@@ -12,7 +12,6 @@ settings that differ and says how to keep both or replace it.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,9 +19,16 @@ from pathlib import Path
 
 import yaml
 
-from ablations.records import config_data_dir
 from ablations.sweeps import Cell, Sweep, SweepError
 from datamodules.privacy import id_fingerprint
+from lightning_modules.records import (
+    FINISHED,
+    METRICS,
+    RecordError,
+    config_data_dir,
+    read_config,
+    read_status,
+)
 
 log = logging.getLogger("ptx.sweep")
 
@@ -45,25 +51,10 @@ class Job:
         return self.cell.run_name(self.seed, self.fold)
 
 
-def read_status(run_dir: Path) -> dict:
-    """``metrics.json`` of a run (empty when absent or unreadable: a run that never started)."""
-    try:
-        return json.loads((run_dir / "metrics.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-
-
-def _data_dir(run_dir: Path) -> str | None:
-    try:
-        return config_data_dir(yaml.safe_load((run_dir / "config.yaml").read_text()) or {})
-    except (OSError, yaml.YAMLError):
-        return None
-
-
 def _stored_config(run_dir: Path) -> dict:
     try:
-        return yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-    except (OSError, yaml.YAMLError):
+        return read_config(run_dir)
+    except RecordError:
         return {}
 
 
@@ -91,7 +82,7 @@ def check_identity(job: Job, record: dict, wanted: Callable[[], dict], profile, 
         found = {
             "experiment": record.get("experiment"),
             "profile": record.get("profile"),
-            "data": _data_dir(job.run_dir),
+            "data": config_data_dir(_stored_config(job.run_dir)),
         }
         expected = {"experiment": job.cell.exp, "profile": profile, "data": data_dir}
         differ = [
@@ -179,7 +170,7 @@ def current_action(run_dir: Path, force: bool = False, since: float | None = Non
         except OSError:
             return False
 
-    if record.get("status") == "finished" and (not force or recent(run_dir / "metrics.json")):
+    if record.get("status") == FINISHED and (not force or recent(run_dir / METRICS)):
         return DONE
     if last.is_file() and (not force or recent(last)):
         return RESUME

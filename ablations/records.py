@@ -1,85 +1,43 @@
-"""A sweep's run records: which cells and seeds finished, failed or never ran, and their data.
+"""A sweep's runs: which cells, seeds and folds finished, failed or never ran, and their data.
 
-A cell's run for seed S is ``<runs root>/<group>/<cell id>-s<S>/`` (docs/design.md, "Run
-records"). A report reads only these files: ``metrics.json`` (status, set-level ``test``
-metrics, ``params``, ``gmacs``, ``history``), ``per_image.csv`` (one row per test image),
-``config.yaml`` (the data folder) and ``predictions.npz`` (the fixed overlay images).
-A malformed file never stops a report: the run is marked ``malformed`` with an error that
-names the file, and the table shows it.
+A cell's run for seed S is ``<runs root>/<group>/<cell id>-s<S>/`` (``<id>-f<K>-s<S>/`` for
+fold K). A report reads only its run records, through their one reader
+(``lightning_modules.records``): ``metrics.json`` (status, set-level ``test`` metrics,
+``params``, ``gmacs``, ``history``), ``per_image.csv``, ``config.yaml`` (the data folder)
+and ``predictions.npz`` (the fixed overlay images). A malformed file never stops a report:
+the run is marked ``malformed`` with an error that names the file, and the table shows it.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from ablations.sweeps import Cell, Sweep
-from lightning_modules.metric_functions import ALIASES, RECORD_VERSION
+from lightning_modules.records import (
+    FAILED,
+    FINISHED,
+    METRICS,
+    PER_IMAGE,
+    PREDICTIONS,
+    PerImage,
+    RecordError,
+    config_data_dir,
+    read_config,
+    read_metrics,
+    read_per_image,
+    read_predictions,
+    remedy,
+)
 
 log = logging.getLogger("ptx.report")
 
-FINISHED, FAILED, UNFINISHED, MALFORMED, NOT_RUN = (
-    "finished", "failed", "unfinished", "malformed", "not run",
-)  # fmt: skip
+UNFINISHED, MALFORMED, NOT_RUN = "unfinished", "malformed", "not run"
 PARTIAL = "partial"  # a cell with some seeds finished
-PREDICTION_KEYS = ("ids", "image", "true", "pred")
-_REMEDY = "rerun the cell (ptx sweep ... FORCE=1) or delete its folder"
-
-
-def config_data_dir(config: dict) -> str | None:
-    """The data folder in a run's resolved ``config.yaml`` (None: the phantom)."""
-    return ((config.get("data") or {}).get("init_args") or {}).get("data_dir")
-
-
-class RecordError(ValueError):
-    """A run record file is malformed; the message names the file, the row and the remedy."""
-
-
-@dataclass
-class PerImage:
-    """``per_image.csv`` of a run: ``ids``, ``patients`` (N each) and float64 columns (N)."""
-
-    path: Path
-    ids: list[str]
-    patients: list[str]
-    values: dict[str, np.ndarray]
-
-    def has(self, key: str) -> bool:
-        return key in self.values or ALIASES.get(key, key) in self.values
-
-    def column(self, key: str) -> np.ndarray:
-        """Per-image values of ``key`` (``dsc1``/``pa1`` read ``dice``/``sen``); NaN = undefined."""
-        name = key if key in self.values else ALIASES.get(key, key)
-        if name not in self.values:
-            raise RecordError(f"{self.path}: no column {key!r}; columns: {', '.join(self.values)}")
-        return self.values[name]
-
-    @property
-    def true_area(self) -> np.ndarray:
-        """Float N: ground-truth PTX pixels (``true_area``, else 0/1 from ``true_ptx``)."""
-        source = self.values.get("true_area", self.values.get("true_ptx"))
-        if source is None:
-            raise RecordError(f"{self.path}: neither true_area nor true_ptx; {_REMEDY}")
-        return np.nan_to_num(source)
-
-    @property
-    def positive(self) -> np.ndarray:
-        """Bool N: the ground truth has pneumothorax."""
-        return self.true_area > 0
-
-    def counts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``tp``, ``fp``, ``fn`` (int64 N): what every per-patient (3-D) number is made of."""
-        missing = [k for k in ("tp", "fp", "fn") if k not in self.values]
-        if missing:
-            raise RecordError(f"{self.path}: no column(s) {', '.join(missing)}; {_REMEDY}")
-        return tuple(np.nan_to_num(self.values[k]).astype(np.int64) for k in ("tp", "fp", "fn"))
 
 
 @dataclass
@@ -116,7 +74,7 @@ class Run:
 
     def predictions(self) -> dict[str, np.ndarray] | None:
         """``predictions.npz`` (ids N, image/true/pred N x H x W uint8), None when absent."""
-        path = self.path / "predictions.npz"
+        path = self.path / PREDICTIONS
         return read_predictions(path) if path.is_file() else None
 
 
@@ -141,113 +99,23 @@ class CellRuns:
         return next(s for s in (FAILED, MALFORMED, UNFINISHED, NOT_RUN) if s in states)
 
 
-def _number(text: str | None, path: Path, line: int, column: str) -> float:
-    value = (text or "").strip()
-    if value.lower() in ("", "nan", "none", "null"):
-        return float("nan")
-    if value in ("True", "False"):
-        return float(value == "True")
-    try:
-        return float(value)
-    except ValueError:
-        raise RecordError(
-            f"{path}, line {line}: column {column}: {value!r} is not a number; {_REMEDY}"
-        ) from None
-
-
-def read_per_image(path: Path) -> PerImage:
-    """Parse ``per_image.csv``; NaN may be written ``nan`` or left empty; booleans as 0/1.
-
-    Raises:
-        RecordError: no header, no ``id``/``patient`` column, a short row, a value that is
-            not a number, a duplicate image id (each names the file and line).
-    """
-    with open(path, newline="") as fh:
-        reader = csv.reader(fh)
-        header = next(reader, None)
-        if not header or "id" not in header or "patient" not in header:
-            raise RecordError(f"{path}: header must name id and patient columns; {_REMEDY}")
-        metrics = [c for c in header if c not in ("id", "patient")]
-        ids, patients, rows = [], [], []
-        for line, row in enumerate(reader, start=2):
-            if not row:
-                continue
-            if len(row) != len(header):
-                raise RecordError(
-                    f"{path}, line {line}: {len(row)} fields, the header has {len(header)}; "
-                    f"{_REMEDY}"
-                )
-            record = dict(zip(header, row, strict=True))
-            ids.append(record["id"])
-            patients.append(record["patient"])
-            rows.append([_number(record[c], path, line, c) for c in metrics])
-    if len(set(ids)) != len(ids):
-        duplicate = next(i for i in ids if ids.count(i) > 1)
-        raise RecordError(f"{path}: image id {duplicate!r} appears twice; {_REMEDY}")
-    table = np.asarray(rows, dtype=np.float64).reshape(len(rows), len(metrics))
-    values = {c: table[:, j].copy() for j, c in enumerate(metrics)}
-    return PerImage(path=path, ids=ids, patients=patients, values=values)
-
-
-def read_metrics(path: Path) -> dict:
-    """Parse ``metrics.json`` (null = NaN stays None here); must hold a ``status``."""
-    try:
-        record = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise RecordError(f"{path}: not valid JSON ({err}); {_REMEDY}") from None
-    if not isinstance(record, dict) or "status" not in record:
-        raise RecordError(f"{path}: no 'status' field: not a run record; {_REMEDY}")
-    if not isinstance(record.get("history") or [], list):
-        raise RecordError(f"{path}: 'history' must be a list of per-epoch rows; {_REMEDY}")
-    version = record.get("record_version", 1)
-    if record["status"] == FINISHED and version != RECORD_VERSION:
-        raise RecordError(
-            f"{path}: record version {version}, this ptx-seg reads version {RECORD_VERSION} "
-            "(version 1 averaged Dice over every image, empty ones counting 1); " + _REMEDY
-        )
-    return record
-
-
-def read_predictions(path: Path) -> dict[str, np.ndarray]:
-    """Parse ``predictions.npz``: ``ids`` N, ``image``, ``true``, ``pred`` N x H x W."""
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except (OSError, ValueError) as err:
-        raise RecordError(f"{path}: unreadable ({err}); {_REMEDY}") from None
-    missing = [k for k in PREDICTION_KEYS if k not in arrays]
-    if missing:
-        raise RecordError(f"{path}: missing arrays {missing}; {_REMEDY}")
-    n = len(arrays["ids"])
-    shapes = {k: arrays[k].shape for k in PREDICTION_KEYS[1:]}
-    if any(len(s) != 3 or s[0] != n for s in shapes.values()) or len(set(shapes.values())) > 1:
-        raise RecordError(f"{path}: {n} ids but image/true/pred shapes {shapes}; {_REMEDY}")
-    arrays["ids"] = arrays["ids"].astype(str)
-    return arrays
-
-
 def load_run(run_dir: Path, cell_id: str, seed: int, fold: int | None = None) -> Run:
     """The record of one run; never raises for a malformed record (status ``malformed``)."""
     run = Run(cell_id=cell_id, seed=seed, path=run_dir, status=NOT_RUN, fold=fold)
     if not run_dir.is_dir():
         return run
     try:
-        metrics_path = run_dir / "metrics.json"
+        metrics_path = run_dir / METRICS
         if not metrics_path.is_file():
             run.status = UNFINISHED  # the folder exists: the run started, no record yet
             return run
         run.metrics = read_metrics(metrics_path)
-        config_path = run_dir / "config.yaml"
-        if config_path.is_file():
-            try:
-                run.config = yaml.safe_load(config_path.read_text()) or {}
-            except yaml.YAMLError as err:
-                raise RecordError(f"{config_path}: not valid YAML ({err}); {_REMEDY}") from None
+        run.config = read_config(run_dir)
         status = run.metrics["status"]
         if status == FINISHED:
-            csv_path = run_dir / "per_image.csv"
+            csv_path = run_dir / PER_IMAGE
             if not csv_path.is_file():
-                raise RecordError(f"{metrics_path}: status finished but no {csv_path}; {_REMEDY}")
+                raise RecordError(f"{metrics_path}: status finished but no {csv_path}; {remedy()}")
             run.per_image = read_per_image(csv_path)
             run.status = FINISHED
         elif status == FAILED:

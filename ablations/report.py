@@ -22,7 +22,8 @@ from ablations import figures, stats
 from ablations.markdown import render_markdown
 from ablations.records import load_sweep_runs
 from ablations.sweeps import Sweep, SweepError, load_sweep
-from ablations.table import Table, build_table, plain, write_csv, write_json
+from ablations.table import Table, build_table, write_csv, write_json
+from lightning_modules.records import json_safe
 
 log = logging.getLogger("ptx.report")
 
@@ -71,7 +72,7 @@ def log_to_wandb(table: Table, folder: Path, pictures: dict[str, Path]) -> str |
                 if attempt == "offline":
                     raise
                 log.warning("W&B online start failed (%s); logging the report offline", err)
-        rows = [[plain(row[k]) for k in table.columns] for row in table.rows]
+        rows = [[json_safe(row[k]) for k in table.columns] for row in table.rows]
         logged = {"table": wandb.Table(columns=table.columns, data=rows)}
         logged.update({name: wandb.Image(str(path)) for name, path in pictures.items()})
         run.log(logged)

@@ -26,14 +26,14 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ablations import columns, stats
-from ablations.records import FINISHED, NOT_RUN, PARTIAL, CellRuns
+from ablations.records import NOT_RUN, PARTIAL, CellRuns
 from ablations.sweeps import Sweep
 from lightning_modules.diagnosis import DiagnosisRule
+from lightning_modules.records import FINISHED, json_safe
 
 NAN = float("nan")
 
@@ -224,20 +224,13 @@ def build_table(
     )
 
 
-def plain(value):
-    """JSON/W&B-safe copy: NaN becomes None."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def write_csv(table: Table, path: Path) -> None:
     """``table.csv``: the rows as built, floats unrounded (shortest repr), NaN left empty."""
     with open(path, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=table.columns)
         writer.writeheader()
         for row in table.rows:
-            writer.writerow({k: "" if plain(v) is None else v for k, v in row.items()})
+            writer.writerow({k: "" if json_safe(v) is None else v for k, v in row.items()})
 
 
 def write_json(table: Table, notes: list[str], path: Path) -> None:
@@ -272,7 +265,7 @@ def write_json(table: Table, notes: list[str], path: Path) -> None:
             "n_resamples": table.n_resamples,
             "bootstrap_seed": table.bootstrap_seed,
         },
-        "rows": [{k: plain(v) for k, v in row.items()} for row in table.rows],
+        "rows": [{k: json_safe(v) for k, v in row.items()} for row in table.rows],
         "notes": notes,
     }
     path.write_text(json.dumps(payload, indent=1, allow_nan=False) + "\n")

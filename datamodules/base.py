@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 
 from datamodules import splits
 from datamodules.cache import CaseArrays, PreprocessingCache, default_cache_dir
-from datamodules.dataset import CachedCase, SliceDataset
+from datamodules.dataset import CachedCase, EvaluationIndex, SliceDataset
 from datamodules.errors import DataError
 from datamodules.privacy import id_fingerprint
 from datamodules.splits import SUBSETS, Split, check_split, load_split, save_split
@@ -231,8 +231,27 @@ class SegmentationDataModule(pl.LightningDataModule):
             self._cached_cases(self.discover_cases(self._ensure_data()))
 
     def setup(self, stage: str | None = None) -> None:
-        if self.train_dataset is not None:
-            return
+        if self.train_dataset is None:
+            self._build_datasets()
+        self._hand_over()
+
+    def evaluation_index(self) -> dict[str, EvaluationIndex]:
+        """``{"val": ..., "test": ...}``: the images each evaluation stage scores."""
+        return {
+            "val": self.val_dataset.evaluation_index(),
+            "test": self.test_dataset.evaluation_index(),
+        }
+
+    def _hand_over(self) -> None:
+        """Give the trainer's LightningModule what its metrics need (the evaluation index
+        and ``native_size``), if it takes it (``set_evaluation_data``): this runs before the
+        module's own ``setup``, on every process."""
+        trainer = getattr(self, "trainer", None)
+        module = getattr(trainer, "lightning_module", None) if trainer is not None else None
+        if hasattr(module, "set_evaluation_data"):
+            module.set_evaluation_data(self.evaluation_index(), self.native_size)
+
+    def _build_datasets(self) -> None:
         cases = self.discover_cases(self._ensure_data())
         cached = self._cached_cases(cases)
         # labels not known before decoding (mask PNGs) come from the cache's index

@@ -1,4 +1,5 @@
-"""Map-style dataset over cached, memory-mapped slices."""
+"""Map-style dataset over cached, memory-mapped slices, and the evaluation index it hands to
+the module (what the metrics must know of each image: its id, patient and ground truth)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,18 @@ class CachedCase:
     mask_path: Path
     ids: tuple[str, ...]
     positive: tuple[bool, ...]  # per slice: does the ground truth contain pneumothorax?
+
+
+@dataclass(frozen=True)
+class EvaluationIndex:
+    """The images of one evaluation stage, in dataset order (``batch["index"]`` points into
+    it): ``ids`` and ``patients`` (non-identifying keys) and ``positive`` (bool, the ground
+    truth has pneumothorax). The DataModule gives one per stage to the LightningModule
+    (``SegmentationModule.set_evaluation_data``), so the module never reads the data."""
+
+    ids: tuple[str, ...]
+    patients: tuple[str, ...]
+    positive: np.ndarray
 
 
 class SliceDataset(Dataset):
@@ -99,6 +112,9 @@ class SliceDataset(Dataset):
             [self.cases[c].positive[s] for c, s in self._items()],
             dtype=bool,
         )
+
+    def evaluation_index(self) -> EvaluationIndex:
+        return EvaluationIndex(tuple(self.ids), tuple(self.patients), self.positive)
 
     def __getitem__(self, index: int) -> dict:
         case, slc = int(self.case_index[index]), int(self.slice_index[index])

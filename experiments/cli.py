@@ -45,11 +45,11 @@ def debugging() -> bool:
 
 def input_errors() -> tuple[type[BaseException], ...]:
     """The project's own errors about its input: a message, never a traceback."""
-    from ablations.records import RecordError
     from ablations.sweeps import SweepError
     from datamodules.errors import DataError
     from experiments.run_dir import RunDirError
     from lightning_modules.bundle import BundleError
+    from lightning_modules.records import RecordError
 
     return (DataError, SweepError, RecordError, RunDirError, BundleError)
 

@@ -42,6 +42,7 @@ from experiments.run_dir import (
 )
 from experiments.run_info import network_complexity, run_info, run_tags
 from experiments.wandb_setup import WandbSettings, create_wandb_logger, logger_arguments
+from lightning_modules import records
 from lightning_modules.callbacks import (
     FiniteLossGuard,
     LastCheckpoint,
@@ -249,10 +250,7 @@ class PtxCLI(LightningCLI):
         """A lone ``ptx test`` of a run whose rule was tuned applies the tuned thresholds."""
         if self.model.hparams.diagnosis_rule != "tuned" or self.model.rule is not None:
             return
-        try:
-            stored = json.loads((self.run_dir / "metrics.json").read_text()).get("diagnosis")
-        except (OSError, ValueError):
-            stored = None
+        stored = records.read_status(self.run_dir).get("diagnosis")
         if stored and stored.get("tuned_on"):
             self.model.rule = DiagnosisRule.from_dict(stored)
             log.info("diagnosis rule from the run record: %s", self.model.rule.describe())
@@ -260,7 +258,7 @@ class PtxCLI(LightningCLI):
             log.warning(
                 "diagnosis rule 'tuned' but %s holds no tuned thresholds: testing with the "
                 "untuned ones (run ptx validate first, which tunes them)",
-                self.run_dir / "metrics.json",
+                self.run_dir / records.METRICS,
             )
 
     # ---- fit = train, then validate and test the best checkpoint ------------------------

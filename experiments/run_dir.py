@@ -14,7 +14,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-RECORD_FILES = ("metrics.json", "per_image.csv", "config.yaml", "split.json")
+from lightning_modules.records import RECORD_FILES
 
 
 class RunDirError(RuntimeError):

@@ -9,16 +9,15 @@ the pneumothorax probability on the network's grid and, upsampled, on the input'
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
 
 from datamodules.transforms import resize_images
+from lightning_modules import records
 from lightning_modules.diagnosis import DiagnosisRule
 
 TTA = ("none", "hflip")
@@ -38,7 +37,7 @@ def run_files(model: str | Path) -> tuple[Path, Path]:
         checkpoint, run_dir = path, path.parent.parent
     if not checkpoint.is_file():
         raise ModelError(f"{checkpoint}: no checkpoint there; give a run folder or a .ckpt file")
-    if not (run_dir / "config.yaml").is_file():
+    if not (run_dir / records.CONFIG).is_file():
         raise ModelError(
             f"{run_dir / 'config.yaml'}: missing; a checkpoint is read with its run's config "
             "(keep it in <run>/checkpoints/ next to the run's config.yaml)"
@@ -101,14 +100,13 @@ class Predictor:
         from lightning_modules.module import SegmentationModule
 
         checkpoint, run_dir = run_files(model)
-        config = yaml.safe_load((run_dir / "config.yaml").read_text())
+        config = records.read_config(run_dir)
         # a run's checkpoint holds the injected optimiser class among its hyperparameters,
         # which weights_only refuses; bundles (safetensors) are the safe format to share
         module = SegmentationModule.load_from_checkpoint(
             checkpoint, map_location="cpu", weights_only=False
         )
-        record_path = run_dir / "metrics.json"
-        record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+        record = records.read_status(run_dir)
         h = module.hparams
         if "diagnosis" in record:
             rule = DiagnosisRule(**record["diagnosis"])

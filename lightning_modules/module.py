@@ -5,7 +5,7 @@ optimiser and the learning-rate scheduler are injected as LightningCLI callables
 (``lightning_modules.optim``), so a paper comparison is a change of config values only.
 Train, validation and test share :meth:`SegmentationModule.model_step`; validation and test
 accumulate per-image confusion counts in a :class:`SegmentationMetrics` per stage (built in
-``setup`` from the datamodule's datasets) and log every set-level key as ``val/<key>`` and
+``setup`` from the evaluation index the data hands over, ``set_evaluation_data``) and log every set-level key as ``val/<key>`` and
 ``test/<key>``. Prediction is the argmax over classes (class 1 = pneumothorax); the image-level
 call is the diagnosis rule's (``lightning_modules.diagnosis``) on the PTX probabilities. With
 the ``tuned`` rule, validating a checkpoint (the validation ``ptx fit`` runs on its best
@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import inspect
 import logging
+from collections.abc import Mapping
 
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 
+from datamodules.dataset import EvaluationIndex
 from lightning_modules.diagnosis import PAPER_MIN_AREA, RULES, DiagnosisRule
 from lightning_modules.losses import create_loss
 from lightning_modules.metrics import SegmentationMetrics
@@ -58,7 +60,7 @@ class SegmentationModule(pl.LightningModule):
         bn_momentum: running-statistics momentum of every BatchNorm of the network, or None
             for each library's own (smp's EfficientNets: 0.01, everything else 0.1).
         diagnosis_rule: ``paper`` (more than ``min_area`` predicted PTX pixels on the grid
-            the network predicts on), ``scaled`` (``min_area`` at the datamodule's
+            the network predicts on), ``scaled`` (``min_area`` at the data's
             ``native_size``, scaled to that grid) or ``tuned`` (thresholds and minimum area
             chosen on the validation set; see ``lightning_modules.postprocessing``).
         min_area: the rule's area in pixels (paper: 50).
@@ -108,6 +110,8 @@ class SegmentationModule(pl.LightningModule):
             raise ValueError(f"unknown diagnosis_rule {diagnosis_rule!r}; use one of {RULES}")
         self.rule: DiagnosisRule | None = None  # built in setup (``scaled`` needs the data)
         self.threshold_counts = ThresholdCounts()
+        self.evaluation_index: dict[str, EvaluationIndex] = {}  # set_evaluation_data
+        self.native_size: int | None = None
         self.metrics: dict[str, SegmentationMetrics] = {}
         self.results: dict[str, dict[str, float]] = {}  # last set-level metrics per stage
         self.per_image: dict[str, list[dict]] = {}  # last per-image rows per stage (test)
@@ -124,26 +128,40 @@ class SegmentationModule(pl.LightningModule):
         return loss, logits
 
     # ---- stages ---------------------------------------------------------------------------
+    def set_evaluation_data(
+        self, index: Mapping[str, EvaluationIndex], native_size: int | None = None
+    ) -> None:
+        """What the metrics need to know of the evaluated images, handed over by the data.
+
+        ``SegmentationDataModule.setup`` calls it (before this module's ``setup``, on every
+        process); with other data, call it before fitting or testing.
+
+        Args:
+            index: per stage (``val``, ``test``) the images' ids, patients and ground-truth
+                labels, in dataset order (``datamodules.dataset.EvaluationIndex``).
+            native_size: the source grid side the ``scaled`` diagnosis rule refers to.
+        """
+        self.evaluation_index = dict(index)
+        self.native_size = native_size
+
     def setup(self, stage: str) -> None:
-        """Build the metric objects of the stages about to run from the datamodule's datasets."""
+        """Build the metric objects of the stages about to run from the evaluation index."""
         wanted = {"fit": ("val",), "validate": ("val",), "test": ("test",)}.get(stage, ())
-        datamodule = getattr(self.trainer, "datamodule", None)
         if self.rule is None:
             h = self.hparams
-            reference = (
-                getattr(datamodule, "native_size", None) if h.diagnosis_rule == "scaled" else None
-            )
+            reference = self.native_size if h.diagnosis_rule == "scaled" else None
             self.rule = DiagnosisRule(h.diagnosis_rule, h.min_area, reference_size=reference)
         for name in wanted:
-            dataset = getattr(datamodule, f"{name}_dataset", None)
-            if dataset is None:
+            index = self.evaluation_index.get(name)
+            if index is None:
                 raise RuntimeError(
-                    f"SegmentationModule needs a SegmentationDataModule whose setup() provides "
-                    f"{name}_dataset (ids and patients for the metrics); got {datamodule!r}"
+                    f"SegmentationModule has no evaluation index for {name!r} (ids and "
+                    "patients for the metrics): a SegmentationDataModule hands it over in its "
+                    "setup(); with other data call set_evaluation_data() first"
                 )
             metric = SegmentationMetrics(
-                ids=dataset.ids,
-                patients=dataset.patients,
+                ids=index.ids,
+                patients=index.patients,
                 hausdorff=name == "test" or self.hparams.val_hausdorff,
             )
             # an attribute, so Lightning moves it to the device with the network

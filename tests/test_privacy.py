@@ -13,9 +13,10 @@ import pytest
 import yaml
 
 from ablations.plan import plan
-from ablations.records import FINISHED, CellRuns, RecordError, Run, check_id_fingerprints
+from ablations.records import CellRuns, Run, check_id_fingerprints
 from ablations.sweeps import Cell, SweepError, load_sweep
 from datamodules import privacy
+from lightning_modules.records import FINISHED, RecordError
 
 
 @pytest.fixture

@@ -20,11 +20,12 @@ import yaml
 from matplotlib.image import imread
 from scipy import stats as sps
 
-from ablations.records import RecordError, load_sweep_runs, read_per_image
+from ablations.records import load_sweep_runs
 from ablations.report import cli, write_report
 from ablations.sweeps import load_sweep
 from experiments.cli import main as ptx
 from lightning_modules.metric_functions import image_metrics
+from lightning_modules.records import RecordError, read_per_image
 
 IDS = ["pAAA-z0", "pAAA-z1", "pBBB-z0", "pBBB-z1", "pCCC-z0", "pCCC-z1"]
 PATIENTS = ["pAAA", "pAAA", "pBBB", "pBBB", "pCCC", "pCCC"]

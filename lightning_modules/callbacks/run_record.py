@@ -5,16 +5,13 @@
 loss and the validation metrics, for the training curves of a sweep report), at the end of
 training (``fitted``) and after the test (``finished``), or
 ``failed`` with the error; ``per_image.csv`` after the test. Only global rank 0 writes.
-A sweep reads nothing else, so every number it tabulates comes from here.
+A sweep reads nothing else, so every number it tabulates comes from here. The files'
+format has one owner, ``lightning_modules.records``, which writes them here.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
-import math
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,37 +19,10 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
+from lightning_modules import records
 from lightning_modules.metric_functions import RECORD_VERSION
 
 log = logging.getLogger("ptx.run")
-
-
-def _clean(value):
-    """JSON-safe copy: NaN/inf become null (strict JSON readers reject NaN)."""
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def write_json(path: Path, payload: dict) -> None:
-    """Write ``payload`` atomically (a reader never sees half a file)."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(_clean(payload), indent=1, allow_nan=False) + "\n")
-    os.replace(tmp, path)
-
-
-def write_per_image(path: Path, rows: list[dict]) -> None:
-    """``per_image.csv``: one row per test image, columns as ``SegmentationMetrics.per_image``."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["id", "patient"])
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 def describe_device(trainer: pl.Trainer) -> str:
@@ -94,27 +64,21 @@ class RunRecord(pl.Callback):
 
     @property
     def metrics_path(self) -> Path:
-        return self.run_dir / "metrics.json"
-
-    def _load(self) -> dict:
-        try:
-            return json.loads(self.metrics_path.read_text())
-        except (OSError, json.JSONDecodeError):
-            return {}
+        return self.run_dir / records.METRICS
 
     def _write(self, trainer: pl.Trainer) -> None:
         if trainer.is_global_zero:
             if self._times_fit:
                 elapsed = time.perf_counter() - self._start
                 self.record["wall_time_s"] = round(self._earlier_wall_time + elapsed, 2)
-            write_json(self.metrics_path, self.record)
+            records.write_metrics(self.run_dir, self.record)
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if self.record is None:  # first stage of this process (fit, or a lone test)
             self._start = time.perf_counter()
             self._times_fit = stage == "fit"
             keep = stage != "fit" or self.resumed
-            self.record = self._load() if keep else {}
+            self.record = records.read_status(self.run_dir) if keep else {}
             if self._times_fit and self.resumed:
                 self._earlier_wall_time = float(self.record.get("wall_time_s") or 0.0)
             self.record.update(self.info)
@@ -124,17 +88,17 @@ class RunRecord(pl.Callback):
                 if trainer.logger is not None:  # the W&B run config shows the network's size
                     size = {k: self.record[k] for k in ("params", "gmacs")}
                     trainer.logger.log_hyperparams(size)
-            self.record.setdefault("status", "created")
+            self.record.setdefault("status", records.CREATED)
         self.record["device"] = describe_device(trainer)
         self.record["precision"] = str(trainer.precision)
         if trainer.is_global_zero:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            split = self.run_dir / "split.json"
+            split = self.run_dir / records.SPLIT
             if stage == "fit" or not split.exists():
                 trainer.datamodule.save_split(split)
 
     def on_fit_start(self, trainer, pl_module) -> None:
-        self.record["status"] = "running"
+        self.record["status"] = records.RUNNING
         self._write(trainer)
 
     def on_validation_end(self, trainer, pl_module) -> None:
@@ -166,19 +130,19 @@ class RunRecord(pl.Callback):
         if checkpoint is not None and checkpoint.best_model_score is not None:
             self.record["monitor"] = checkpoint.monitor
             self.record["best_score"] = float(checkpoint.best_model_score)
-        self.record["status"] = "fitted"
+        self.record["status"] = records.FITTED
         self._write(trainer)
 
     def on_test_end(self, trainer, pl_module) -> None:
         self.record["test"] = test = pl_module.results["test"]
         self.record["test_checkpoint"] = Path(trainer.ckpt_path or "").name or None
         self.record["diagnosis"] = pl_module.rule.to_dict()
-        self.record["status"] = "finished"
+        self.record["status"] = records.FINISHED
         self._write(trainer)
         if not trainer.is_global_zero:
             return
         rows = pl_module.per_image["test"]
-        write_per_image(self.run_dir / "per_image.csv", rows)
+        records.write_per_image(self.run_dir, rows)
         log.info(
             "run record %s: test dice %.4f over %d images with pneumothorax (%d patients), "
             "3-D dice %.4f, empty-image false positives %.3f, Kaggle dice %.4f (%d images)",
@@ -202,6 +166,6 @@ class RunRecord(pl.Callback):
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         if self.record is None:
             return
-        self.record["status"] = "failed"
+        self.record["status"] = records.FAILED
         self.record["error"] = f"{type(exception).__name__}: {exception}"
         self._write(trainer)

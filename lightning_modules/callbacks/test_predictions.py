@@ -7,13 +7,13 @@ same images: the sweep report's overlay grid (Fig. 5 of both papers) puts them s
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
 
-from lightning_modules.callbacks.wandb_media import _gather, chosen_items, overlay_indices
+from lightning_modules import records
+from lightning_modules.callbacks.wandb_media import chosen_items, gather_items, overlay_indices
 
 SELECTION_SEED = 0  # the same images in every run on the same test set
 
@@ -33,31 +33,28 @@ class TestPredictions(pl.Callback):
     __test__ = False  # a Lightning callback, not a pytest class
 
     def __init__(self, run_dir: str | Path, n_images: int = 8) -> None:
-        self.path = Path(run_dir) / "predictions.npz"
+        self.run_dir = Path(run_dir)
         self.n_images = n_images
         self.chosen: set[int] = set()
         self.items: list = []
 
     def on_test_start(self, trainer, pl_module) -> None:
-        dataset = trainer.datamodule.test_dataset
-        self.chosen = set(overlay_indices(dataset.positive, self.n_images, SELECTION_SEED))
+        positive = pl_module.evaluation_index["test"].positive
+        self.chosen = set(overlay_indices(positive, self.n_images, SELECTION_SEED))
         self.items = []
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
         self.items.extend(chosen_items(batch, outputs, self.chosen))
 
     def on_test_end(self, trainer, pl_module) -> None:
-        items = sorted({i[0]: i for i in _gather(self.items, trainer)}.values())
+        items = sorted({i[0]: i for i in gather_items(self.items, trainer)}.values())
         self.items = []
         if not trainer.is_global_zero or not items:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".predictions.tmp{os.getpid()}.npz")
-        np.savez_compressed(
-            tmp,
-            ids=np.array([i[1] for i in items]),
-            image=np.stack([i[2] for i in items]),
-            true=np.stack([i[3] for i in items]),
-            pred=np.stack([i[4] for i in items]),
-        )
-        os.replace(tmp, self.path)
+        arrays = {
+            "ids": np.array([i[1] for i in items]),
+            "image": np.stack([i[2] for i in items]),
+            "true": np.stack([i[3] for i in items]),
+            "pred": np.stack([i[4] for i in items]),
+        }
+        records.write_predictions(self.run_dir, arrays)

@@ -37,7 +37,7 @@ def chosen_items(batch: dict, outputs: dict, chosen: set[int]) -> list[tuple]:
     return items
 
 
-def _gather(items: list, trainer: pl.Trainer) -> list:
+def gather_items(items: list, trainer: pl.Trainer) -> list:
     """Every rank's items on every rank (each rank saw only its shard of the dataset)."""
     if trainer.world_size <= 1 or not torch.distributed.is_initialized():
         return items
@@ -68,10 +68,9 @@ class WandbOverlays(pl.Callback):
     def setup(self, trainer, pl_module, stage: str) -> None:
         if not self._active(trainer):
             return
-        for name in ("val", "test"):
-            dataset = getattr(trainer.datamodule, f"{name}_dataset", None)
-            if dataset is not None and name not in self.chosen:
-                self.chosen[name] = set(overlay_indices(dataset.positive, self.n_images, self.seed))
+        for name, index in getattr(pl_module, "evaluation_index", {}).items():
+            if name not in self.chosen:
+                self.chosen[name] = set(overlay_indices(index.positive, self.n_images, self.seed))
 
     def _collect(self, stage: str, trainer, outputs, batch) -> None:
         if not self._active(trainer) or trainer.sanity_checking or stage not in self.chosen:
@@ -81,7 +80,7 @@ class WandbOverlays(pl.Callback):
     def _log_overlays(self, stage: str, trainer) -> None:
         if not self._active(trainer) or trainer.sanity_checking:
             return
-        items = sorted({i[0]: i for i in _gather(self.items.pop(stage, []), trainer)}.values())
+        items = sorted({i[0]: i for i in gather_items(self.items.pop(stage, []), trainer)}.values())
         if not trainer.is_global_zero or not items:
             return
         masks = [
