@@ -84,15 +84,31 @@ def log_to_wandb(table: Table, folder: Path, pictures: dict[str, Path]) -> str |
         return f"W&B summary run failed: {type(err).__name__}"
 
 
-def build_report(
+@dataclasses.dataclass(frozen=True)
+class Report:
+    """What :func:`write_report` wrote: the folder, the table and its Markdown."""
+
+    folder: Path
+    table: Table
+    markdown: str
+
+
+def write_report(
     sweep: Sweep | str,
     runs_dir: str | Path | None = None,
     out_dir: str | Path = "results",
     wandb: bool = True,
     seeds: list[int] | None = None,
     n_resamples: int = stats.N_RESAMPLES,
-) -> tuple[Path, Table, str]:
-    """Write and print the report; return ``(folder, table, markdown)``. See ``write_report``."""
+) -> Report:
+    """Rebuild the sweep's table and figures from its run records into ``<out_dir>/<group>``,
+    print the table and log the W&B summary run (when ``wandb``).
+
+    ``sweep``: a ``Sweep`` or a sweep name/path. ``runs_dir``: the runs root (default
+    ``$PTX_RUNS_DIR``, else ``./runs``); runs are read from ``<group>/<cell>-s<seed>/`` (and
+    ``<cell>-f<fold>-s<seed>/``) there. ``seeds``: the seeds the sweep ran (default: every
+    seed on disk); a missing one is "not run". ``n_resamples``: of the patient bootstrap.
+    """
     from experiments.run_dir import runs_root
 
     sweep = load_sweep(sweep) if isinstance(sweep, str) else sweep
@@ -120,24 +136,7 @@ def build_report(
     write_csv(table, folder / "table.csv")
     write_json(table, notes, folder / "table.json")
     print(f"{markdown}\nreport written to {folder}/ (table.md, table.csv, table.json, figures)")
-    return folder, table, markdown
-
-
-def write_report(
-    sweep: Sweep | str,
-    runs_dir: str | Path | None = None,
-    out_dir: str | Path = "results",
-    wandb: bool = True,
-    seeds: list[int] | None = None,
-) -> Path:
-    """Rebuild the sweep's table and figures from its run records, print the table, log the
-    W&B summary run (when ``wandb``); return the report folder ``<out_dir>/<group>``.
-
-    ``sweep``: a ``Sweep`` or a sweep name/path. ``runs_dir``: the runs root (default
-    ``$PTX_RUNS_DIR``, else ``./runs``); runs are read from ``<group>/<cell>-s<seed>/`` there.
-    ``seeds``: the seeds the sweep ran (default: every seed on disk); a missing one is "not run".
-    """
-    return build_report(sweep, runs_dir, out_dir, wandb, seeds)[0]
+    return Report(folder, table, markdown)
 
 
 def cli(argv: list[str] | None = None) -> int:
@@ -164,9 +163,9 @@ def cli(argv: list[str] | None = None) -> int:
         sweep = dataclasses.replace(sweep, group=args.group)
     from experiments.run_dir import runs_root
 
-    _, table, _ = build_report(
+    table = write_report(
         sweep, args.runs_dir, args.out, not args.no_wandb, seeds, args.resamples
-    )
+    ).table
     if not any(row["seeds"] for row in table.rows):
         print(
             f"ptx report: no finished run of sweep {sweep.name} under "

@@ -13,16 +13,49 @@ and the others get :class:`FileExistsError`, e.g. for a secret two processes cre
     with atomic_write(path, "wb") as fh:    # bytes, or a callback writing into fh
         np.save(fh, array)
     write_text_atomic(path, text); write_bytes_atomic(path, data)
+    with atomic_dir(folder) as tmp:         # a whole folder (e.g. a generated phantom)
+        ...
+
+Every rename goes through :func:`_publish`, the one place a name is switched.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
+
+
+def _publish(tmp: str | Path, path: str | Path) -> None:
+    """Give the complete ``tmp`` the name ``path`` in one step (same file system)."""
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """A temporary folder beside ``path`` to fill; on success it becomes ``path``.
+
+    If another process published ``path`` first (the rename finds it non-empty), its folder
+    is kept and ours removed. An exception inside the ``with`` block removes ours.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        yield tmp
+        try:
+            _publish(tmp, path)
+        except OSError:
+            if not path.is_dir():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)  # another writer was first: keep theirs
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 @contextlib.contextmanager
@@ -63,7 +96,7 @@ def atomic_write(
             if durable:  # the data is on disk before the name points at it
                 os.fsync(fh.fileno())
         if overwrite:
-            os.replace(tmp, path)
+            _publish(tmp, path)
         else:
             os.link(tmp, path)  # raises FileExistsError if another writer was first
             os.unlink(tmp)

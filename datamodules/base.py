@@ -8,7 +8,6 @@ to split patients and how to make its phantom; everything else lives here once.
 from __future__ import annotations
 
 import logging
-import os
 from abc import abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -20,6 +19,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from datamodules import splits
+from datamodules.atomic import atomic_dir
 from datamodules.cache import CaseArrays, PreprocessingCache, default_cache_dir
 from datamodules.dataset import CachedCase, EvaluationIndex, SliceDataset
 from datamodules.errors import DataError
@@ -172,14 +172,9 @@ class SegmentationDataModule(pl.LightningDataModule):
             return root
         if not (root / ".complete").exists():
             log.info("generating the %s phantom in %s (no data_dir given)", self.modality, root)
-            tmp = root.with_name(f"{root.name}.tmp{os.getpid()}")
-            self.generate_phantom(tmp)
-            (tmp / ".complete").touch()
-            try:
-                os.replace(tmp, root)
-            except OSError:  # another process finished first
-                if not (root / ".complete").exists():
-                    raise
+            with atomic_dir(root) as tmp:  # another process finishing first keeps its own
+                self.generate_phantom(tmp)
+                (tmp / ".complete").touch()
         return root
 
     def _cache(self) -> PreprocessingCache:

@@ -115,6 +115,7 @@ class SegmentationModule(pl.LightningModule):
         self.metrics: dict[str, SegmentationMetrics] = {}
         self.results: dict[str, dict[str, float]] = {}  # last set-level metrics per stage
         self.per_image: dict[str, list[dict]] = {}  # last per-image rows per stage (test)
+        self.per_patient: dict[str, list[dict]] = {}  # last per-patient 3-D rows (test)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """``B x in_channels x H x W`` images in [0, 1] -> ``B x classes x H x W`` logits."""
@@ -213,6 +214,7 @@ class SegmentationModule(pl.LightningModule):
             )
         if stage == "test":
             self.per_image[stage] = metric.per_image()
+            self.per_patient[stage] = metric.per_patient()
         logged = {f"{stage}/{k}": float(v) for k, v in results.items()}
         shown = {k: logged.pop(k) for k in (f"{stage}/dice",) if k in logged}
         # identical on every rank, so the mean across ranks changes nothing (and no warning)

@@ -7,6 +7,8 @@ reader of each (docs/design.md, "Run records").
   ``test`` set-level metrics, ``history``, ``params``, ``gmacs``, ``diagnosis``.
 - ``per_image.csv`` (:func:`write_per_image`, :func:`read_per_image`): one row per test
   image, ``id``, ``patient`` and the per-image metrics and counts.
+- ``per_patient.csv`` (:func:`write_per_patient`): one row per test patient, its 3-D
+  Dice and IoU from the summed counts of its images (``SegmentationMetrics.per_patient``).
 - ``predictions.npz`` (:func:`write_predictions`, :func:`read_predictions`): the fixed
   overlay images, ``ids``, ``image``, ``true``, ``pred``.
 - ``config.yaml`` (written by LightningCLI, :func:`read_config`) and ``split.json``
@@ -32,8 +34,9 @@ import yaml
 from datamodules.atomic import atomic_write, write_bytes_atomic, write_text_atomic
 from lightning_modules.metric_functions import ALIASES, RECORD_VERSION
 
-METRICS, PER_IMAGE, PREDICTIONS, CONFIG, SPLIT = (
-    "metrics.json", "per_image.csv", "predictions.npz", "config.yaml", "split.json",
+METRICS, PER_IMAGE, PER_PATIENT, PREDICTIONS, CONFIG, SPLIT = (
+    "metrics.json", "per_image.csv", "per_patient.csv", "predictions.npz", "config.yaml",
+    "split.json",
 )  # fmt: skip
 RECORD_FILES = (METRICS, PER_IMAGE, CONFIG, SPLIT)  # what makes a folder hold a run
 CREATED, RUNNING, FITTED, FINISHED, FAILED = "created", "running", "fitted", "finished", "failed"
@@ -68,13 +71,22 @@ def write_metrics(run_dir: Path, record: dict) -> Path:
     return write_text_atomic(Path(run_dir) / METRICS, text, durable=False)
 
 
-def write_per_image(run_dir: Path, rows: list[dict]) -> Path:
-    """``per_image.csv``: one row per test image, columns as ``SegmentationMetrics.per_image``."""
-    with atomic_write(Path(run_dir) / PER_IMAGE, durable=False) as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["id", "patient"])
+def _write_rows(path: Path, rows: list[dict], empty_header: list[str]) -> Path:
+    with atomic_write(path, durable=False) as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else empty_header)
         writer.writeheader()
         writer.writerows(rows)
-    return Path(run_dir) / PER_IMAGE
+    return path
+
+
+def write_per_image(run_dir: Path, rows: list[dict]) -> Path:
+    """``per_image.csv``: one row per test image, columns as ``SegmentationMetrics.per_image``."""
+    return _write_rows(Path(run_dir) / PER_IMAGE, rows, ["id", "patient"])
+
+
+def write_per_patient(run_dir: Path, rows: list[dict]) -> Path:
+    """``per_patient.csv``: one row per test patient (``SegmentationMetrics.per_patient``)."""
+    return _write_rows(Path(run_dir) / PER_PATIENT, rows, ["patient"])
 
 
 def write_predictions(run_dir: Path, arrays: dict[str, np.ndarray]) -> Path:

@@ -140,7 +140,7 @@ def read_csv_rows(path):
 
 def test_table_numbers_equal_hand_computed_values(sweep_runs, tmp_path):
     sweep_file, runs = sweep_runs
-    folder = write_report(str(sweep_file), runs, tmp_path / "results", wandb=False)
+    folder = write_report(str(sweep_file), runs, tmp_path / "results", wandb=False).folder
     assert folder == tmp_path / "results" / "two-methods"
     rows = read_csv_rows(folder / "table.csv")
     assert list(rows) == ["ref", "other", "gone", "broken"]  # every cell, in the sweep's order
@@ -203,7 +203,7 @@ def test_table_numbers_equal_hand_computed_values(sweep_runs, tmp_path):
 
 def test_markdown_json_and_privacy(sweep_runs, tmp_path):
     sweep_file, runs = sweep_runs
-    folder = write_report(str(sweep_file), runs, tmp_path / "out", wandb=False)
+    folder = write_report(str(sweep_file), runs, tmp_path / "out", wandb=False).folder
     markdown = (folder / "table.md").read_text()
     assert markdown.startswith("# Test table: two methods")
     lines = {line.split("|")[1].strip(): line for line in markdown.splitlines() if "|" in line}
@@ -233,7 +233,7 @@ def test_markdown_json_and_privacy(sweep_runs, tmp_path):
 
 def test_figures_are_valid_pngs(sweep_runs, tmp_path):
     sweep_file, runs = sweep_runs
-    folder = write_report(str(sweep_file), runs, tmp_path / "out", wandb=False)
+    folder = write_report(str(sweep_file), runs, tmp_path / "out", wandb=False).folder
     for name in ("dice_histogram", "overlays", "training_curves"):
         path = folder / f"{name}.png"
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -272,7 +272,7 @@ def test_malformed_record_names_the_file_and_keeps_the_row(sweep_runs, tmp_path)
     other = next(c for c in cells if c.cell.id == "other")
     assert [r.status for r in other.runs] == ["finished", "malformed"]
     assert other.status == "partial"
-    folder = write_report(str(sweep_file), runs, tmp_path / "out", wandb=False)
+    folder = write_report(str(sweep_file), runs, tmp_path / "out", wandb=False).folder
     row = read_csv_rows(folder / "table.csv")["other"]
     assert row["runs"] == "s0; s1 malformed" and row["seeds"] == "0"
     # one seed left: the positive images' values are seed 0's (0.5 0.6 0.4 0.2)
@@ -283,7 +283,7 @@ def test_malformed_record_names_the_file_and_keeps_the_row(sweep_runs, tmp_path)
 def test_wandb_summary_run_offline(sweep_runs, tmp_path, monkeypatch):
     sweep_file, runs = sweep_runs
     monkeypatch.setenv("WANDB_MODE", "offline")  # what a machine without a key gets
-    folder = write_report(str(sweep_file), runs, tmp_path / "out")
+    folder = write_report(str(sweep_file), runs, tmp_path / "out").folder
     (run_dir,) = (folder / "wandb").glob("offline-run-*")
     media = run_dir / "files" / "media"
     logged = sorted(p.name.split("_0_")[0] for p in (media / "images").glob("*.png"))
@@ -331,7 +331,7 @@ def test_a_network_that_predicts_nothing_scores_zero_ranks_last_and_is_never_bet
     sweep_file.write_text(yaml.safe_dump(sweep, sort_keys=False))
     for cell in ("ref", "empty", "noisy"):
         write_run(tmp_path / "runs" / "empty" / f"{cell}-s0", cell, 0)
-    folder = write_report(str(sweep_file), tmp_path / "runs", tmp_path / "out", wandb=False)
+    folder = write_report(str(sweep_file), tmp_path / "runs", tmp_path / "out", wandb=False).folder
     rows = read_csv_rows(folder / "table.csv")
     ranking = sorted(rows, key=lambda c: -float(rows[c]["dice"]))
     assert ranking[-1] == "empty" and float(rows["empty"]["dice"]) == 0.0

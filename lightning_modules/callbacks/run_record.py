@@ -4,7 +4,8 @@
 ``running``; its ``history`` gains one row per training epoch: the epoch's mean training
 loss and the validation metrics, for the training curves of a sweep report), at the end of
 training (``fitted``) and after the test (``finished``), or
-``failed`` with the error; ``per_image.csv`` after the test. Only global rank 0 writes.
+``failed`` with the error; ``per_image.csv`` and ``per_patient.csv`` after the test. Only
+global rank 0 writes.
 A sweep reads nothing else, so every number it tabulates comes from here. The files'
 format has one owner, ``lightning_modules.records``, which writes them here.
 """
@@ -34,7 +35,8 @@ def describe_device(trainer: pl.Trainer) -> str:
 
 
 class RunRecord(pl.Callback):
-    """Writes the run directory's ``split.json``, ``metrics.json`` and ``per_image.csv``.
+    """Writes the run directory's ``split.json``, ``metrics.json``, ``per_image.csv`` and
+    ``per_patient.csv``.
 
     Args:
         run_dir: ``runs/<group>/<name>``.
@@ -143,6 +145,7 @@ class RunRecord(pl.Callback):
             return
         rows = pl_module.per_image["test"]
         records.write_per_image(self.run_dir, rows)
+        records.write_per_patient(self.run_dir, pl_module.per_patient.get("test", []))
         log.info(
             "run record %s: test dice %.4f over %d images with pneumothorax (%d patients), "
             "3-D dice %.4f, empty-image false positives %.3f, Kaggle dice %.4f (%d images)",
