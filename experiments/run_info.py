@@ -8,7 +8,6 @@ only, no arithmetic) and cached per network configuration under
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 
@@ -71,7 +70,7 @@ def network_gmacs(net: str, net_kwargs: dict | None, in_channels: int, classes: 
     except (OSError, ValueError, KeyError):
         pass
     kwargs = dict(net_kwargs or {})
-    if "img_size" in inspect.signature(model_entry(net).builder).parameters:
+    if model_entry(net).fixed_size:
         kwargs["img_size"] = GMACS_SIZE  # the TransUNets' position embeddings fix the size
     shape = (1, in_channels, GMACS_SIZE, GMACS_SIZE)
     try:

@@ -79,7 +79,7 @@ def _measure(model: str, size: int, device: str, **kwargs) -> dict:
     entry = model_entry(model)
     in_channels = entry.defaults.get("in_channels", 1)
     classes = entry.defaults.get("classes", 2)
-    if "img_size" in inspect.signature(entry.builder).parameters:
+    if entry.fixed_size:
         kwargs.setdefault("img_size", size)  # the TransUNets' position embeddings fix the size
     start = time.perf_counter()
     try:
@@ -187,7 +187,11 @@ def write_csv(rows: list[dict], path: str | Path) -> Path:
 
 def cli(argv: list[str] | None = None) -> int:
     """``ptx model-table``: print the table, write ``model_table.md`` and ``.csv``."""
-    parser = argparse.ArgumentParser(prog="ptx model-table", description=__doc__.split("\n")[0])
+    from experiments.cli import HelpFormatter
+
+    parser = argparse.ArgumentParser(
+        prog="ptx model-table", description=__doc__.split("\n")[0], formatter_class=HelpFormatter
+    )
     parser.add_argument("--models", nargs="+", metavar="NAME", help="registered model names")
     parser.add_argument("--paper", choices=("ct", "xray"), help="only one paper's models")
     parser.add_argument(

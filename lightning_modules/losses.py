@@ -22,39 +22,28 @@ class term alone; with both terms off it is CEL.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-_LOSSES: dict[str, Callable[..., nn.Module]] = {}
+from lightning_modules.registry import Registry
+
+LOSSES: Registry = Registry("loss", plural="losses")
 
 
 def register_loss(name: str):
     """Decorator registering a loss class (or factory) under ``name``."""
-
-    def decorator(factory):
-        if name in _LOSSES:
-            raise ValueError(f"loss {name!r} is registered twice")
-        _LOSSES[name] = factory
-        return factory
-
-    return decorator
+    return LOSSES.register(name)
 
 
 def list_losses() -> list[str]:
-    return sorted(_LOSSES)
+    """Registered loss names, sorted."""
+    return LOSSES.names()
 
 
 def create_loss(name: str, **kwargs) -> nn.Module:
     """Build the loss registered as ``name``; unknown names list the valid ones."""
-    try:
-        factory = _LOSSES[name]
-    except KeyError:
-        valid = ", ".join(list_losses())
-        raise KeyError(f"unknown loss {name!r}; registered losses: {valid}") from None
-    return factory(**kwargs)
+    return LOSSES.build(name, **kwargs)
 
 
 @register_loss("ce")

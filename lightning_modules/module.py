@@ -5,16 +5,16 @@ optimiser and the learning-rate scheduler are injected as LightningCLI callables
 (``lightning_modules.optim``), so a paper comparison is a change of config values only.
 Train, validation and test share :meth:`SegmentationModule.model_step`; validation and test
 accumulate per-image confusion counts in a :class:`SegmentationMetrics` per stage (built in
-``setup`` from the evaluation index the data hands over, ``set_evaluation_data``) and log every set-level key as ``val/<key>`` and
-``test/<key>``. Prediction is the argmax over classes (class 1 = pneumothorax); the image-level
-call is the diagnosis rule's (``lightning_modules.diagnosis``) on the PTX probabilities. With
-the ``tuned`` rule, validating a checkpoint (the validation ``ptx fit`` runs on its best
-checkpoint) also chooses the rule's thresholds, which the test then applies.
+``setup`` from the evaluation index the data hands over, ``set_evaluation_data``) and log
+every set-level key as ``val/<key>`` and ``test/<key>``. Prediction is the argmax over
+classes (class 1 = pneumothorax); the image-level call is the diagnosis rule's
+(``lightning_modules.diagnosis``) on the PTX probabilities. With the ``tuned`` rule,
+validating a checkpoint (the validation ``ptx fit`` runs on its best checkpoint) also
+chooses the rule's thresholds, which the test then applies.
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections.abc import Mapping
 
@@ -46,7 +46,7 @@ class SegmentationModule(pl.LightningModule):
         loss, loss_kwargs: registry name of the loss (``ce``, ``wce``, ``swce``, ``dice``,
             ``ce+dice``) and its keywords.
         in_channels, classes: network input channels and output classes (PTX = class 1).
-        image_size: side of the input images; networks whose builder takes ``img_size``
+        image_size: side of the input images; networks whose registry entry is ``fixed_size``
             (the TransUNets' position embeddings) are built for it unless ``net_kwargs``
             names one. The CLI sets it (and ``in_channels``) from the datamodule.
         optimizer: builds the optimiser from the parameters (a config's
@@ -98,7 +98,7 @@ class SegmentationModule(pl.LightningModule):
                 )
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         net_kwargs = dict(net_kwargs or {})
-        if image_size and "img_size" in inspect.signature(model_entry(net).builder).parameters:
+        if image_size and model_entry(net).fixed_size:
             net_kwargs.setdefault("img_size", image_size)
         self.net = create_model(net, in_channels=in_channels, classes=classes, **net_kwargs)
         set_batchnorm_momentum(self.net, bn_momentum)

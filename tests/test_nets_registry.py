@@ -6,7 +6,6 @@ depend on the image size, so they are checked on a 64 x 64 image, 16x cheaper on
 (models with a fixed ``img_size``, the TransUNets, are built for it).
 """
 
-import inspect
 import io
 import re
 from types import SimpleNamespace
@@ -28,7 +27,7 @@ def build(name: str, seed: int, size: int = SIZE):
     """``name`` at its paper's channels, seeded; built for ``size`` if its builder asks."""
     entry = model_entry(name)
     torch.manual_seed(seed)
-    kwargs = {"img_size": size} if "img_size" in inspect.signature(entry.builder).parameters else {}
+    kwargs = {"img_size": size} if entry.fixed_size else {}
     in_channels = entry.defaults.get("in_channels", 1)
     classes = entry.defaults.get("classes", 2)
     model = create_model(name, in_channels=in_channels, classes=classes, **kwargs)
@@ -48,8 +47,7 @@ def case(request):
     model, in_channels, classes = build(name, seed=0)
     with torch.no_grad():
         logits = model(image(in_channels, SIZE))
-    fixed_size = "img_size" in inspect.signature(model_entry(name).builder).parameters
-    small = build(name, seed=0, size=SMALL)[0] if fixed_size else model
+    small = build(name, seed=0, size=SMALL)[0] if model_entry(name).fixed_size else model
     return SimpleNamespace(
         name=name, model=model, small=small, logits=logits, in_channels=in_channels, classes=classes
     )
@@ -107,3 +105,29 @@ def test_every_entry_declares_its_paper_and_defaults():
         assert entry.paper in {"ct", "xray", ""}, name
         assert set(entry.defaults) <= {"in_channels", "classes"}, name
         assert entry.description, name
+
+
+def meta_forward(name: str, side: int, built_for: int | None = None) -> torch.Tensor:
+    """Logits of ``name`` on one ``side x side`` zero image, on the meta device (shapes only);
+    a fixed-size network is built for ``built_for`` (default ``side``)."""
+    entry = model_entry(name)
+    in_channels = entry.defaults.get("in_channels", 1)
+    kwargs = {"img_size": built_for or side} if entry.fixed_size else {}
+    with torch.device("meta"):
+        model = create_model(name, in_channels=in_channels, **kwargs).eval()
+        with torch.no_grad():
+            return model(torch.zeros(1, in_channels, side, side))
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_entry_input_size_facts_are_the_rules_the_network_enforces(name):
+    entry = model_entry(name)
+    multiple = entry.size_multiple
+    side = multiple * ((SMALL // multiple) | 1)  # an odd multiple: twice the rule would fail
+    assert meta_forward(name, side).shape[-2:] == (side, side)
+    if multiple > 1:
+        with pytest.raises((ValueError, RuntimeError), match=r"divisible|multiple"):
+            meta_forward(name, side + multiple // 2)
+    if entry.fixed_size:  # built for one size: another multiple is refused too
+        with pytest.raises(ValueError, match=f"{side} x {side}"):
+            meta_forward(name, side + multiple, built_for=side)

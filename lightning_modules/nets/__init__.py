@@ -8,6 +8,7 @@ import importlib
 import pkgutil
 
 from lightning_modules.nets.registry import (
+    MODELS,
     ModelEntry,
     create_model,
     list_models,
@@ -18,4 +19,4 @@ from lightning_modules.nets.registry import (
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["ModelEntry", "create_model", "list_models", "model_entry", "register_model"]
+__all__ = ["MODELS", "ModelEntry", "create_model", "list_models", "model_entry", "register_model"]

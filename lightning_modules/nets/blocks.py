@@ -26,12 +26,16 @@ def he_uniform_(module: nn.Module) -> nn.Module:
 
 
 def check_input_size(x: torch.Tensor, stride: int, model: str) -> None:
-    """Raise a ValueError unless height and width of ``x`` (``B x C x H x W``) divide ``stride``."""
+    """Raise a ValueError unless height and width of ``x`` (``B x C x H x W``) divide ``stride``.
+
+    The message names the size, the stride and the next size up that fits.
+    """
     h, w = x.shape[-2:]
     if h % stride or w % stride:
         raise ValueError(
-            f"{model}: input of {h} x {w} pixels is not divisible by the network's total "
-            f"stride {stride}; resize or pad images to a multiple of {stride} (e.g. 256 or 512)"
+            f"{model}: input {h} x {w} is not divisible by {stride}: resize or pad it to a "
+            f"multiple of the network's total stride {stride} "
+            f"(e.g. {-(-h // stride) * stride} x {-(-w // stride) * stride})"
         )
 
 

@@ -107,6 +107,7 @@ class DeepLabV3Plus(nn.Module):
     defaults={"in_channels": 3},
     paper_params=59_351_458,
     paper_gmacs=61.07,
+    size_multiple=8,  # output_stride (8, the paper's setting)
 )
 def deeplabv3plus_resnet101(in_channels: int = 3, classes: int = 2, **kwargs) -> DeepLabV3Plus:
     """DeepLab v3+ with ResNet-101 at output stride 8, ASPP and the v3+ decoder (X-ray paper)."""

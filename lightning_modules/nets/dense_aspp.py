@@ -91,6 +91,7 @@ class DenseASPP(nn.Module):
     defaults={"in_channels": 3},
     paper_params=35_365_762,
     paper_gmacs=39.11,
+    size_multiple=DenseASPP.stride,
 )
 def dense_aspp(in_channels: int = 3, classes: int = 2, **kwargs) -> DenseASPP:
     """DenseASPP161 (DenseNet-161 backbone, output stride 8; X-ray paper baseline)."""

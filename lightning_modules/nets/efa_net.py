@@ -13,9 +13,10 @@ from pathlib import Path
 from segmentation_models_pytorch.encoders import get_encoder
 from torch import Tensor, nn
 
+from lightning_modules.nets.blocks import check_input_size
 from lightning_modules.nets.fa_decoder import FeatureAlignmentDecoder
 from lightning_modules.nets.registry import register_model
-from lightning_modules.nets.smp_models import drop_unused_head, load_encoder_weights
+from lightning_modules.nets.weights import drop_unused_head, load_encoder_weights
 
 
 class FeatureAlignmentNet(nn.Module):
@@ -46,18 +47,11 @@ class FeatureAlignmentNet(nn.Module):
         self.output_stride = int(getattr(self.encoder, "output_stride", 2**encoder_depth))
 
     def forward(self, x: Tensor) -> Tensor:
-        h, w = x.shape[-2:]
-        stride = self.output_stride
-        if h % stride or w % stride:
-            raise ValueError(
-                f"input {h} x {w} is not divisible by {stride}, the encoder's output stride: "
-                f"pad or resize it to a multiple of {stride} "
-                f"(e.g. {-(-h // stride) * stride} x {-(-w // stride) * stride})"
-            )
+        check_input_size(x, self.output_stride, type(self).__name__)
         return self.decoder(self.encoder(x))
 
 
-@register_model("fa", paper="ct", defaults={"in_channels": 1})
+@register_model("fa", paper="ct", defaults={"in_channels": 1}, size_multiple=32)
 def fa(
     in_channels: int = 1, classes: int = 2, encoder_name: str = "resnet34", **kwargs
 ) -> FeatureAlignmentNet:
@@ -66,7 +60,12 @@ def fa(
 
 
 @register_model(
-    "efa_net", paper="ct", defaults={"in_channels": 1}, paper_params=0.432e6, paper_gmacs=1.549
+    "efa_net",
+    paper="ct",
+    defaults={"in_channels": 1},
+    paper_params=0.432e6,
+    paper_gmacs=1.549,
+    size_multiple=32,
 )
 def efa_net(
     in_channels: int = 1, classes: int = 2, encoder_name: str = "efficientnet-b5", **kwargs

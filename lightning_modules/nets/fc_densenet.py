@@ -113,6 +113,7 @@ class FCDenseNet(nn.Module):
     defaults={"in_channels": 3},
     paper_params=5_415_278,
     paper_gmacs=15.39,
+    size_multiple=2 ** len(DOWN_LAYERS),
 )
 def fc_densenet(in_channels: int = 3, classes: int = 2, growth_rate: int = 12, **kwargs):
     """FC-DenseNet103 with ELU, dropout 0.2, HeUniform (X-ray paper baseline)."""
@@ -125,6 +126,7 @@ def fc_densenet(in_channels: int = 3, classes: int = 2, growth_rate: int = 12, *
     defaults={"in_channels": 3},
     paper_params=5_989_096,
     paper_gmacs=15.59,
+    size_multiple=2 ** len(DOWN_LAYERS),
 )
 def ms_scse_fc_densenet(in_channels: int = 3, classes: int = 2, growth_rate: int = 12, **kwargs):
     """MS_scSE_FC-DenseNet: FC-DenseNet103 + multi-scale stem + scSE (the X-ray paper's model)."""

@@ -2,7 +2,8 @@
 
 Register a builder with :func:`register_model`; build it by name with :func:`create_model`.
 A builder takes ``in_channels`` and ``classes`` (plus its own keywords) and returns an
-``nn.Module`` mapping ``B x in_channels x H x W`` to ``B x classes x H x W`` logits.
+``nn.Module`` mapping ``B x in_channels x H x W`` to ``B x classes x H x W`` logits. The
+entries live in :data:`MODELS`, a :class:`lightning_modules.registry.Registry`.
 """
 
 from __future__ import annotations
@@ -12,23 +13,36 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
+from lightning_modules.registry import Entry, Registry
+
 ModelBuilder = Callable[..., nn.Module]
 
 
 @dataclass(frozen=True)
-class ModelEntry:
-    """A registered network: its builder and the facts the model table prints beside it."""
+class ModelEntry(Entry):
+    """A registered network: its builder, its input-size rules and the facts the model table
+    prints beside it.
 
-    name: str
-    builder: ModelBuilder
-    paper: str  # "ct", "xray" or "" (a building block shared by both)
-    description: str
+    ``fixed_size``: the builder takes ``img_size`` and the network runs at that size only (the
+    TransUNets' position embeddings); build it with ``img_size`` = the images' side.
+    ``size_multiple``: input height and width (and ``img_size``) must be multiples of it, at
+    the builder's defaults (the network's total stride; its ``stride`` attribute, where it has
+    one, says it for other keywords).
+    """
+
+    paper: str = ""  # "ct", "xray" or "" (a building block shared by both)
     defaults: dict = field(default_factory=dict)  # in_channels/classes the paper's table used
     paper_params: float | None = None  # parameters printed by the paper
     paper_gmacs: float | None = None  # "GFLOPs" printed by the paper (thop MACs)
+    fixed_size: bool = False
+    size_multiple: int = 1
+
+    def __post_init__(self) -> None:
+        if self.size_multiple < 1:
+            raise ValueError(f"model {self.name!r}: size_multiple must be >= 1 pixel")
 
 
-_REGISTRY: dict[str, ModelEntry] = {}
+MODELS: Registry[ModelEntry] = Registry("model", ModelEntry)
 
 
 def register_model(
@@ -39,44 +53,30 @@ def register_model(
     defaults: dict | None = None,
     paper_params: float | None = None,
     paper_gmacs: float | None = None,
+    fixed_size: bool = False,
+    size_multiple: int = 1,
 ) -> Callable[[ModelBuilder], ModelBuilder]:
     """Decorator registering ``builder`` under ``name`` (names are unique)."""
-
-    def decorator(builder: ModelBuilder) -> ModelBuilder:
-        if name in _REGISTRY:
-            raise ValueError(f"model {name!r} is registered twice")
-        _REGISTRY[name] = ModelEntry(
-            name=name,
-            builder=builder,
-            paper=paper,
-            description=description or _first_line(builder.__doc__),
-            defaults=dict(defaults or {}),
-            paper_params=paper_params,
-            paper_gmacs=paper_gmacs,
-        )
-        return builder
-
-    return decorator
-
-
-def _first_line(text: str | None) -> str:
-    lines = (text or "").strip().splitlines()
-    return lines[0] if lines else ""
+    return MODELS.register(
+        name,
+        paper=paper,
+        description=description,
+        defaults=dict(defaults or {}),
+        paper_params=paper_params,
+        paper_gmacs=paper_gmacs,
+        fixed_size=fixed_size,
+        size_multiple=size_multiple,
+    )
 
 
 def list_models(paper: str | None = None) -> list[str]:
     """Registered names, optionally only those of one paper (``"ct"`` or ``"xray"``)."""
-    return sorted(n for n, e in _REGISTRY.items() if paper is None or e.paper == paper)
+    return MODELS.names() if paper is None else MODELS.names(paper=paper)
 
 
 def model_entry(name: str) -> ModelEntry:
     """The registry entry of ``name``; unknown names raise a KeyError listing the valid ones."""
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise KeyError(
-            f"unknown model {name!r}; registered models: {', '.join(list_models())}"
-        ) from None
+    return MODELS.entry(name)
 
 
 def create_model(name: str, in_channels: int = 1, classes: int = 2, **kwargs) -> nn.Module:
@@ -85,4 +85,4 @@ def create_model(name: str, in_channels: int = 1, classes: int = 2, **kwargs) ->
     Returns an ``nn.Module`` mapping ``B x in_channels x H x W`` to ``B x classes x H x W``
     logits. Extra keywords go to the builder (``encoder_name``, ``growth_rate``, ...).
     """
-    return model_entry(name).builder(in_channels=in_channels, classes=classes, **kwargs)
+    return MODELS.build(name, in_channels=in_channels, classes=classes, **kwargs)

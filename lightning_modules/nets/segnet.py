@@ -81,6 +81,7 @@ class SegNet(nn.Module):
     defaults={"in_channels": 3},
     paper_params=29_444_162,
     paper_gmacs=40.14,
+    size_multiple=SegNet.stride,
 )
 def segnet(in_channels: int = 3, classes: int = 2) -> SegNet:
     """SegNet with a VGG16-BN encoder and max-unpooling decoder (X-ray paper baseline)."""

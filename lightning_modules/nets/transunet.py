@@ -116,7 +116,13 @@ class TransUNet(nn.Module):
         return self.head(x)
 
 
-@register_model("transunet", paper="ct", defaults={"in_channels": 1})
+@register_model(
+    "transunet",
+    paper="ct",
+    defaults={"in_channels": 1},
+    fixed_size=True,  # position embeddings for img_size only
+    size_multiple=16,  # the patch grid
+)
 def transunet(in_channels: int = 1, classes: int = 2, img_size: int = 256, **kwargs) -> TransUNet:
     """TransUNet R50-ViT-B/16 (Chen 2021), the real one: ~105.3 M parameters at 256 x 256."""
     return TransUNet(in_channels, classes, img_size=img_size, **kwargs)

@@ -165,6 +165,8 @@ class TransUNetLite(nn.Module):
     defaults={"in_channels": 1},
     paper_params=66.80e6,
     paper_gmacs=32.43,
+    fixed_size=True,  # position embeddings for img_size only
+    size_multiple=16,  # the token grid
 )
 def transunet_lite(
     in_channels: int = 1, classes: int = 2, img_size: int = 256, **kwargs

@@ -91,6 +91,7 @@ class UNet(nn.Module):
     defaults={"in_channels": 3},
     paper_params=7_764_098,
     paper_gmacs=11.59,
+    size_multiple=16,  # 2 ** depth, 4 poolings
 )
 def vanilla_unet(in_channels: int = 3, classes: int = 2, **kwargs) -> UNet:
     """U-Net, base 32, 4 poolings, BN on the contracting path (X-ray paper baseline)."""
@@ -103,6 +104,7 @@ def vanilla_unet(in_channels: int = 3, classes: int = 2, **kwargs) -> UNet:
     defaults={"in_channels": 3},
     paper_params=8_204_011,
     paper_gmacs=11.6,
+    size_multiple=16,  # 2 ** depth, 4 poolings
 )
 def ms_scse_unet(in_channels: int = 3, classes: int = 2, **kwargs) -> UNet:
     """MS_scSE_U-Net: the U-Net with one scSE per resolution stage (X-ray paper)."""
