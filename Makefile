@@ -1,16 +1,37 @@
-# The user's verbs. Every target installs what it needs first (.venv, once per pyproject.toml).
+# The user's verbs. Every target installs what it needs first (.venv, once per pyproject.toml);
+# `make` alone (`make help`) lists them. One convention for ARGS: extra arguments of the `ptx`
+# command doing the work, i.e. `ptx fit` for `train` and for every cell of a sweep target
+# (`ptx predict` for `predict`); options of `ptx sweep` itself go in SWEEP_ARGS.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PTX    := $(VENV)/bin/ptx
 STAMP  := $(VENV)/.installed
 
-# Data and runs stay inside the checkout unless the user says otherwise.
-export PTX_CACHE_DIR ?= $(CURDIR)/.cache/ptx
+# The cache (phantoms, preprocessed arrays, the identifier secret) is the one a direct `ptx`
+# uses: $PTX_CACHE_DIR, else $XDG_CACHE_HOME/ptx, else ~/.cache/ptx (README, "Your data").
 
-.PHONY: install test test-slow test-all lint format phantom
+.DEFAULT_GOAL := help
+.PHONY: help install test test-slow test-all lint format phantom
 
-install: $(STAMP)
+help:  ## list the targets (this text); installs nothing
+	@echo 'usage: make TARGET [VAR=value ...]'
+	@echo
+	@awk -v sweeps='$(SWEEPS)' 'BEGIN { FS = ":.*## " } \
+		function title(name, line, f) { f = "ablations/sweeps/" name ".yaml"; \
+			while ((getline line < f) > 0) if (sub(/^title: *"?/, "", line)) break; \
+			close(f); sub(/"$$/, "", line); return line } \
+		/^\$$\(SWEEPS\):.*## / { n = split(sweeps, names, " "); \
+			for (i = 1; i <= n; i++) printf "  %-18s %s %s\n", names[i], $$2, title(names[i]); \
+			next } \
+		/^[a-zA-Z][a-zA-Z0-9_-]*:.*## / { printf "  %-18s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
+	@echo
+	@echo "ARGS='...': extra arguments of ptx fit (train and every sweep cell; ptx predict for"
+	@echo "predict), e.g. ARGS='--trainer.max_epochs 5'. SWEEP_ARGS='...': extra ptx sweep options,"
+	@echo "e.g. SWEEP_ARGS='--cells unet-resnet34 --dry-run'. Sweeps also take DATA PROFILE SEEDS"
+	@echo "FOLDS FORCE=1 GROUP (ptx sweep --help); train takes EXP DATA PROFILE SEED."
+
+install: $(STAMP)  ## create .venv and install the project into it (once per pyproject.toml)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,14 +45,14 @@ test: install  ## fast CPU tests (the default marker set)
 test-slow: install  ## the heavier tests marked `slow`
 	$(PY) -m pytest -m slow
 
-test-all: install
+test-all: install  ## every test that needs no GPU (fast and slow)
 	$(PY) -m pytest -m 'not gpu'
 
-lint: install
+lint: install  ## ruff check + ruff format --check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-format: install
+format: install  ## ruff check --fix + ruff format
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
@@ -57,7 +78,7 @@ bench-train: install  ## LightningModule + Trainer vs a plain PyTorch loop: img/
 bench-predict: install  ## ptx predict on a 300-slice 512^2 CT vs a bare forward: s, slices/s, memory
 	$(PY) -m benchmarks.predict
 
-bench: bench-data bench-train bench-predict
+bench: bench-data bench-train bench-predict  ## the three benchmarks above
 
 .PHONY: train
 # make train EXP=ct/efa_net [PROFILE=quick|paper|auto] [DATA=/path] [SEED=0] [ARGS='--trainer.max_epochs 5']
@@ -66,18 +87,23 @@ train: install  ## train one experiment config, then test it; the run record goe
 		--profile $(or $(PROFILE),auto) $(if $(DATA),--data $(DATA)) $(if $(SEED),--seed $(SEED)) $(ARGS)
 
 # ---- sweeps: the papers' tables ---------------------------------------------------------
-# make ablation-encoders [DATA=/path] [PROFILE=auto|quick|paper] [SEEDS=0,1,2] [FORCE=1]
-#                        [GROUP=name] [ARGS='-- --trainer.devices 2']
-# Finished runs are skipped (a killed sweep resumes), FORCE=1 reruns them; the table and
-# figures go to results/<group>/ (make report SWEEP=name rebuilds them from the runs).
+# make ablation-encoders [DATA=/path] [PROFILE=auto|quick|paper] [SEEDS=0,1,2] [FOLDS=5]
+#                        [FORCE=1] [GROUP=name] [SWEEP_ARGS='--cells unet-resnet34 --dry-run']
+#                        [ARGS='--trainer.devices 2']
+# ARGS goes to every cell's `ptx fit` (after `--`; a `--` written the old way is dropped),
+# SWEEP_ARGS to `ptx sweep` itself. Finished runs are skipped (a killed sweep resumes),
+# FORCE=1 reruns them; the table and figures go to results/<group>/ (make report SWEEP=name
+# rebuilds them from the runs).
 SWEEPS := ablation-encoders ablation-efa compare-ct sweep-growth-rate ablation-loss compare-xray
 SWEEP_FLAGS = $(if $(DATA),--data $(DATA)) --profile $(or $(PROFILE),auto) \
-	$(if $(SEEDS),--seeds $(SEEDS)) $(if $(filter 1 yes true,$(FORCE)),--force) \
-	$(if $(GROUP),--group $(GROUP))
+	$(if $(SEEDS),--seeds $(SEEDS)) $(if $(FOLDS),--folds $(FOLDS)) \
+	$(if $(filter 1 yes true,$(FORCE)),--force) $(if $(GROUP),--group $(GROUP))
+FIT_ARGS = $(filter-out --,$(ARGS))
 
 .PHONY: $(SWEEPS) sweeps report wandb-mirrors
-$(SWEEPS): install  ## run one paper table's grid, then write its report
-	$(PTX) sweep $@ $(SWEEP_FLAGS) $(ARGS)
+# (make help lists each sweep with this comment and its YAML's title)
+$(SWEEPS): install  ## sweep:
+	$(PTX) sweep $@ $(SWEEP_FLAGS) $(SWEEP_ARGS) $(if $(FIT_ARGS),-- $(FIT_ARGS))
 
 sweeps: $(SWEEPS)  ## every table of both papers, one after another
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from ablations.job_lock import held, lock_path
 from ablations.plan import DONE, RESUME, Job, current_action, fit_args
 from ablations.sweeps import Sweep
-from datamodules.atomic import write_text_atomic
+from datamodules.io.atomic import write_text_atomic
 from lightning_modules.records import FAILED, FINISHED, read_status
 
 SKIPPED = "skipped"  # a job outcome besides the record statuses FINISHED and FAILED

@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from ablations.sweeps import Cell, Sweep, SweepError
-from datamodules.privacy import id_fingerprint
+from datamodules.layouts.privacy import id_fingerprint
 from lightning_modules.records import (
     FINISHED,
     METRICS,

@@ -141,13 +141,17 @@ def write_report(
 
 def cli(argv: list[str] | None = None) -> int:
     """``ptx report``; 0 when written, 1 when no cell has a finished run, 2 on bad arguments."""
+    from experiments.cli import HelpFormatter
+
     parser = argparse.ArgumentParser(
-        prog="ptx report", description="rebuild a sweep's table, figures and W&B summary run"
+        prog="ptx report",
+        description="rebuild a sweep's table, figures and W&B summary run",
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("sweep", help="sweep name (ablations/sweeps/NAME.yaml) or a YAML path")
     parser.add_argument("--group", help="run group to read (default: the sweep's)")
-    parser.add_argument("--runs-dir", help="runs root (default $PTX_RUNS_DIR, else ./runs)")
-    parser.add_argument("--out", default="results", help="report root (default: results)")
+    parser.add_argument("--runs-dir", help="runs root (default: $PTX_RUNS_DIR, else ./runs)")
+    parser.add_argument("--out", default="results", help="report root")
     parser.add_argument("--seeds", help="comma-separated seeds (default: those found)")
     parser.add_argument("--resamples", type=int, default=stats.N_RESAMPLES, help="bootstrap size")
     parser.add_argument("--no-wandb", action="store_true", help="no W&B summary run")

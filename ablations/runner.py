@@ -51,6 +51,7 @@ from ablations.jobs import (
 )
 from ablations.plan import DONE, RESUME, plan
 from ablations.sweeps import SweepError, list_sweeps, load_sweep
+from experiments.cli import HelpFormatter
 from experiments.profiles import choose_profile
 from experiments.run_dir import runs_root as default_runs_root
 
@@ -61,13 +62,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ptx sweep",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
         allow_abbrev=False,
     )
     parser.add_argument("sweep", help=f"a sweep ({', '.join(list_sweeps())}) or a sweep YAML")
     parser.add_argument("--data", help="data folder (default: the generated phantom)")
-    parser.add_argument("--profile", choices=("auto", "quick", "paper"), default="auto")
-    parser.add_argument("--seeds", default="0", help="comma-separated training seeds (0)")
+    parser.add_argument(
+        "--profile",
+        choices=("auto", "quick", "paper"),
+        default="auto",
+        help="paper settings, a quick CPU-sized run, or auto (quick without data and GPU)",
+    )
+    parser.add_argument("--seeds", default="0", help="comma-separated training seeds")
     parser.add_argument(
         "--folds",
         type=int,
@@ -75,9 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--force", action="store_true", help="rerun finished cells too")
     parser.add_argument("--group", help="run group / W&B group (default: the sweep's)")
-    parser.add_argument("--runs-dir", help="runs root (default $PTX_RUNS_DIR or ./runs)")
+    parser.add_argument("--runs-dir", help="runs root (default: $PTX_RUNS_DIR or ./runs)")
     parser.add_argument("--cells", help="comma-separated cell ids to run (default: all)")
-    parser.add_argument("--out", default="results", help="report folder (default results)")
+    parser.add_argument("--out", default="results", help="report folder")
     parser.add_argument(
         "--isolate",
         choices=("auto", "yes", "no"),
@@ -94,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--launcher",
         choices=("inline", "local", "slurm"),
         default="inline",
-        help="inline: run the jobs here, one after another (default); local: through "
+        help="inline: run the jobs here, one after another; local: through "
         "submitit's local executor; slurm: one SLURM job array (--slurm.KEY VALUE options)",
     )
     parser.add_argument(

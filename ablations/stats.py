@@ -3,8 +3,9 @@
 Every method of a sweep is tested on the same test images, so a cell and its reference are
 compared image by image (paired by image id). The X-ray paper used Student's t-test for two
 independent samples; pairing removes the image-to-image spread that both methods share and is
-the test that fits this design (METRICS.md). Confidence intervals resample patients, not
-images: slices of one CT volume (or radiographs of one patient) are not independent.
+the test that fits this design (Wilcoxon signed-rank as the non-parametric check). Confidence
+intervals resample patients, not images: slices of one CT volume (or radiographs of one
+patient) are not independent.
 
 Values here are unscaled per-image metrics (Dice in [0, 1], HD in pixels); the table scales.
 NaN marks an undefined value (``sen`` of a negative image, ``hd`` with an empty mask).

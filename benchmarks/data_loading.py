@@ -25,12 +25,13 @@ import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
-from datamodules.ct import CTDataModule, lung_window
-from datamodules.phantom_ct import generate_ct_phantom
+from datamodules.ct import CTDataModule
+from datamodules.phantom.ct import generate_ct_phantom
 from datamodules.readers.dicom import read_dicom
 from datamodules.readers.dicom_series import series_files, series_geometry, slice_hu
 from datamodules.readers.nifti import read_nifti_label
-from datamodules.transforms import resize_images, resize_masks
+from datamodules.transforms import lung_window, resize_images, resize_masks
+from experiments.cli import HelpFormatter
 
 
 class RawDicomSlices(Dataset):
@@ -92,13 +93,19 @@ def cpu_name() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.data_loading")
-    parser.add_argument("--patients", type=int, default=3)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.data_loading",
+        description=__doc__.split("\n")[0],
+        formatter_class=HelpFormatter,
+    )
+    parser.add_argument("--patients", type=int, default=3, help="phantom patients (>= 3)")
     parser.add_argument("--slices", type=int, default=48, help="slices per patient")
     parser.add_argument("--native", type=int, default=512, help="DICOM slice side")
-    parser.add_argument("--image-size", type=int, default=256)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    parser.add_argument("--image-size", type=int, default=256, help="network input side")
+    parser.add_argument("--batch-size", type=int, default=16, help="slices per batch")
+    parser.add_argument(
+        "--workers", type=int, nargs="+", default=[0, 2], help="DataLoader worker counts to time"
+    )
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs per setting")
     args = parser.parse_args(argv)
     if args.patients < 3:

@@ -33,9 +33,8 @@ def _case(volume_path: str, size: int, batch_size: int, threads: int) -> dict:
     import numpy as np
     import torch
 
-    from datamodules.ct import lung_window
     from datamodules.readers.nifti import axial_slices, read_nifti_volume, to_canonical
-    from datamodules.transforms import resize_images
+    from datamodules.transforms import lung_window, resize_images
     from experiments.predict_ct import Volume, predict_volume
     from lightning_modules.diagnosis import DiagnosisRule
     from lightning_modules.inference import Predictor
@@ -73,16 +72,22 @@ def _case(volume_path: str, size: int, batch_size: int, threads: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from experiments.cli import HelpFormatter
+
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.predict", description=__doc__.split("\n")[0]
+        prog="python -m benchmarks.predict",
+        description=__doc__.split("\n")[0],
+        formatter_class=HelpFormatter,
     )
-    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 256])
-    parser.add_argument("--slices", type=int, default=300)
-    parser.add_argument("--native", type=int, default=512)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--sizes", type=int, nargs="+", default=[64, 256], help="network input sides"
+    )
+    parser.add_argument("--slices", type=int, default=300, help="slices of the CT volume")
+    parser.add_argument("--native", type=int, default=512, help="native slice side")
+    parser.add_argument("--batch-size", type=int, default=16, help="slices per batch")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
     args = parser.parse_args(argv)
-    from datamodules.phantom_ct import generate_ct_phantom
+    from datamodules.phantom.ct import generate_ct_phantom
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

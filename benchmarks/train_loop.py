@@ -30,6 +30,7 @@ import torch
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
+from experiments.cli import HelpFormatter
 from experiments.run_config import supported_precision
 from lightning_modules import SegmentationModule
 from lightning_modules.callbacks import FiniteLossGuard, RngState
@@ -156,14 +157,16 @@ def run_case(net, kwargs, size, steps, warmup, batch_size, device, precision) ->
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.train_loop", description=__doc__.split("\n")[0]
+        prog="python -m benchmarks.train_loop",
+        description=__doc__.split("\n")[0],
+        formatter_class=HelpFormatter,
     )
-    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 256])
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 256], help="image sides")
+    parser.add_argument("--batch-size", type=int, default=8, help="images per step")
     parser.add_argument(
         "--steps", type=int, nargs="+", default=[24, 4], help="timed steps per size"
     )
-    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     args = parser.parse_args(argv)
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")

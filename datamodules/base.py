@@ -1,8 +1,10 @@
-"""The DataModule contract shared by CT and X-ray, and the pipeline both run through.
+"""The DataModule contract shared by CT and X-ray: the Lightning plumbing both run through.
 
-files -> modality reader (``load_case``) -> resize -> preprocessing cache -> SliceDataset ->
+files -> ``layouts`` (find the cases) -> modality reader (``load_case``) -> resize ->
+preprocessing cache (``cache.PreprocessingCache.cached_cases``) -> split -> SliceDataset ->
 DataLoader. A modality subclass only says how to find its cases, how to decode one case, how
-to split patients and how to make its phantom; everything else lives here once.
+to split patients and how to make its phantom; this class holds the arguments, set-up, the
+split choice, the DataLoaders, the evaluation index handed to the module and the data report.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import logging
 from abc import abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,31 +21,16 @@ import torch
 from torch.utils.data import DataLoader
 
 from datamodules import splits
-from datamodules.atomic import atomic_dir
 from datamodules.cache import CaseArrays, PreprocessingCache, default_cache_dir
 from datamodules.dataset import CachedCase, EvaluationIndex, SliceDataset
-from datamodules.errors import DataError
-from datamodules.privacy import id_fingerprint
+from datamodules.io.errors import DataError
+from datamodules.layouts import Case
+from datamodules.layouts.privacy import id_fingerprint
+from datamodules.phantom import ensure_phantom
 from datamodules.splits import SUBSETS, Split, check_split, load_split, save_split
 from datamodules.transforms import resize_images, resize_masks
 
 log = logging.getLogger("ptx.data")
-
-
-@dataclass(frozen=True)
-class Case:
-    """One unit of decoding: a CT patient volume or one radiograph.
-
-    ``patient`` is a non-identifying key; ``files`` are every source file whose change must
-    invalidate the cache; ``meta`` is any other input that defines the case (e.g. its RLE
-    rows), JSON-serialisable; ``label`` is the image-level stratum (1 = pneumothorax) if known
-    before decoding (else it is read from the cache after decoding).
-    """
-
-    patient: str
-    files: tuple[Path, ...]
-    meta: dict = field(default_factory=dict, hash=False, compare=False)
-    label: int | None = None
 
 
 class SegmentationDataModule(pl.LightningDataModule):
@@ -145,7 +132,7 @@ class SegmentationDataModule(pl.LightningDataModule):
 
     def discover_cases(self, root: Path) -> list[Case]:
         """Every case under ``root``; the first problem (or finding none) raises DataError.
-        ``ptx check-data`` reports them all instead (``datamodules.check``)."""
+        ``ptx check-data`` reports them all instead (``datamodules.layouts.check``)."""
         cases, errors = self.discover_entries(root)
         if errors:
             more = f" ({len(errors) - 1} more problems: ptx check-data lists them)"
@@ -165,22 +152,13 @@ class SegmentationDataModule(pl.LightningDataModule):
         return self.cache_dir / "phantom" / name
 
     def _ensure_data(self) -> Path:
+        """The folder read, checked; the phantom is generated into it first when needed."""
         root = self.data_root
-        if self.data_dir is not None:
-            if not root.is_dir():
-                raise DataError("data folder does not exist; pass an existing data_dir", path=root)
-            return root
-        if not (root / ".complete").exists():
-            log.info("generating the %s phantom in %s (no data_dir given)", self.modality, root)
-            with atomic_dir(root) as tmp:  # another process finishing first keeps its own
-                self.generate_phantom(tmp)
-                (tmp / ".complete").touch()
+        if self.data_dir is None:
+            return ensure_phantom(root, self.modality, self.generate_phantom)
+        if not root.is_dir():
+            raise DataError("data folder does not exist; pass an existing data_dir", path=root)
         return root
-
-    def _cache(self) -> PreprocessingCache:
-        return PreprocessingCache(
-            self.cache_dir / "preprocessed", self.modality, self.preprocessing_settings()
-        )
 
     def _decode(self, case: Case) -> CaseArrays:
         """A case decoded and resized to ``image_size``: what the cache stores."""
@@ -191,33 +169,14 @@ class SegmentationDataModule(pl.LightningDataModule):
             ids=arrays.ids,
         )
 
-    def _build_entry(self, cache: PreprocessingCache, key: str, case: Case) -> bool:
-        """Decode ``case`` into its entry unless a valid one is there; True if decoded."""
-        if cache.problem(key, case.files) is None:
-            return False
-        with cache.lock(key):  # one builder per entry; the others wait, then use it
-            problem = cache.problem(key, case.files)
-            if problem is None:
-                return False
-            if problem != "missing":
-                log.warning("cache entry %s: %s; rebuilding it", cache.describe(key), problem)
-            arrays = self._decode(case)
-            positive = [bool(m.any()) for m in arrays.masks]
-            cache.store(key, arrays, case.files, patient=case.patient, positive=positive)
-        return True
-
     def _cached_cases(self, cases: Sequence[Case]) -> list[CachedCase]:
         """Each case's cache entry, built where missing, stale, torn or corrupt."""
-        cache, out, decoded = self._cache(), [], 0
-        for case in cases:
-            key = cache.key(case.files, case.meta)
-            decoded += self._build_entry(cache, key, case)
-            index = cache.index(key)
-            ids, positive = tuple(index["ids"]), tuple(index["positive"])
-            out.append(CachedCase(case.patient, *cache.array_paths(key), ids, positive))
+        settings = self.preprocessing_settings()
+        cache = PreprocessingCache.under(self.cache_dir, self.modality, settings)
+        cached, decoded = cache.cached_cases(cases, self._decode)
         self.report["cases_decoded"] = decoded
         self.report["cases_from_cache"] = len(cases) - decoded
-        return out
+        return cached
 
     def prepare_data(self) -> None:
         # Lightning calls this on one process per node before each stage: decode everything

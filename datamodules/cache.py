@@ -1,7 +1,8 @@
 """On-disk cache of preprocessed samples, shared by runs, processes and DataLoader workers.
 
-Decoding, HU conversion, windowing and resizing happen once per case. An entry is three
-files named by a hash (no patient identifier reaches the cache): ``<key>.image.npy``
+Decoding, HU conversion, windowing and resizing happen once per case
+(:meth:`PreprocessingCache.cached_cases`, at set-up). An entry is three files named by a
+hash (no patient identifier reaches the cache): ``<key>.image.npy``
 (uint16 N x H x W, the [0, 1] intensities x 65535: 16 bits at every grey level, where
 float16 had 11 near 1), ``<key>.mask.npy`` (uint8 N x H x W) and ``<key>.json``, the index
 written last. The index records the cache version, a digest of the source files' paths,
@@ -12,7 +13,7 @@ a CRC-32 of its own content.
 case at set-up; reading the arrays costs about as much as copying them). A stale entry (its
 sources changed) or a torn or corrupted one (truncated, flipped bytes, a file missing) is
 reported in one log line naming the entry and rebuilt, never served. Every file is written
-atomically (``datamodules.atomic``) and an entry is built under a per-entry OS file lock,
+atomically (``datamodules.io.atomic``) and an entry is built under a per-entry OS file lock,
 so concurrent writers (two runs, DDP ranks, DataLoader workers) neither tear an entry nor
 decode the same case twice; a crashed writer's lock is released by the OS.
 """
@@ -27,14 +28,19 @@ import logging
 import os
 import warnings
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from filelock import FileLock
 
-from datamodules.atomic import write_bytes_atomic
+from datamodules.io.atomic import write_bytes_atomic
+from datamodules.layouts import Case
+
+if TYPE_CHECKING:
+    from datamodules.dataset import CachedCase
 
 log = logging.getLogger("ptx.data.cache")
 
@@ -44,8 +50,14 @@ _CHUNK = 1 << 22
 
 
 def default_cache_dir() -> Path:
-    """``$PTX_CACHE_DIR`` or ``~/.cache/ptx``: preprocessed arrays, phantoms, the id secret."""
-    return Path(os.environ.get("PTX_CACHE_DIR", Path.home() / ".cache" / "ptx"))
+    """The one cache of every entry point (``ptx``, make, Python): ``$PTX_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/ptx``, else ``~/.cache/ptx``. It holds the preprocessed arrays, the
+    phantoms, measured network complexities and the identifier secret."""
+    if os.environ.get("PTX_CACHE_DIR"):
+        return Path(os.environ["PTX_CACHE_DIR"]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    # the XDG base directory specification ignores a relative $XDG_CACHE_HOME
+    return (Path(xdg) if Path(xdg).is_absolute() else Path.home() / ".cache") / "ptx"
 
 
 @dataclass
@@ -132,6 +144,11 @@ class PreprocessingCache:
     def __init__(self, root: str | Path, namespace: str, settings: Mapping[str, object]) -> None:
         self.settings = {"cache_version": CACHE_VERSION, **settings}
         self.dir = Path(root) / namespace / digest(self.settings)[:16]
+
+    @classmethod
+    def under(cls, cache_dir: str | Path, namespace: str, settings: Mapping[str, object]):
+        """The cache of ``namespace`` and ``settings`` in ``<cache_dir>/preprocessed/``."""
+        return cls(Path(cache_dir) / "preprocessed", namespace, settings)
 
     def key(self, files: Sequence[Path], meta: object = None) -> str:
         """Name of a case's entry: its source paths, its metadata and the settings. Sizes and
@@ -250,3 +267,36 @@ class PreprocessingCache:
             masks=np.load(mask_path, mmap_mode="r"),
             ids=self.index(key)["ids"],
         )
+
+    # ---- the cases of a data set ------------------------------------------------------
+    def ensure(self, case: Case, decode: Callable[[Case], CaseArrays]) -> tuple[str, bool]:
+        """The key of ``case``'s entry, built by ``decode(case)`` unless a valid one is there
+        (a stale, torn or corrupt one is logged and rebuilt); and whether it was decoded."""
+        key = self.key(case.files, case.meta)
+        if self.problem(key, case.files) is None:
+            return key, False
+        with self.lock(key):  # one builder per entry; the others wait, then use it
+            problem = self.problem(key, case.files)
+            if problem is None:
+                return key, False
+            if problem != "missing":
+                log.warning("cache entry %s: %s; rebuilding it", self.describe(key), problem)
+            arrays = decode(case)
+            positive = [bool(m.any()) for m in arrays.masks]
+            self.store(key, arrays, case.files, patient=case.patient, positive=positive)
+        return key, True
+
+    def cached_cases(
+        self, cases: Sequence[Case], decode: Callable[[Case], CaseArrays]
+    ) -> tuple[list[CachedCase], int]:
+        """Each case's entry (built by :meth:`ensure` where needed), and how many were decoded."""
+        from datamodules.dataset import CachedCase  # the dataset imports this module
+
+        out, decoded = [], 0
+        for case in cases:
+            key, built = self.ensure(case, decode)
+            decoded += built
+            index = self.index(key)
+            ids, positive = tuple(index["ids"]), tuple(index["positive"])
+            out.append(CachedCase(case.patient, *self.array_paths(key), ids, positive))
+        return out, decoded

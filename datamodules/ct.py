@@ -1,83 +1,31 @@
 """Chest CT pneumothorax data (EFA-Net paper): one sample per axial slice.
 
-Default layout, one folder per patient (the folder name is hashed into the patient key)::
-
-    <data_dir>/<patient>/image.nii.gz      a NIfTI volume (or image.nii), or else
-    <data_dir>/<patient>/**/<any name>     the DICOM slices of one series, in any sub-folders,
-                                           or one Enhanced (multi-frame) CT file
-    <data_dir>/<patient>/label.nii.gz      the pneumothorax label (or label.nii)
-
-or a manifest CSV (``<data_dir>/manifest.csv``, or ``manifest=``) with the header
-``patient,image,label``: ``image`` is a NIfTI file or a folder of DICOM slices, ``label`` a
-NIfTI file; relative paths are relative to the CSV. See ``docs/data.md`` ("CT").
+Where the volumes are found (patient folders or a manifest CSV) is ``layouts.ct``; this
+module decodes a case (NIfTI or DICOM -> canonical orientation -> lung window) and splits
+the patients. See ``docs/data.md`` ("CT").
 """
 
 from __future__ import annotations
 
-import csv
 import logging
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from datamodules.base import Case, SegmentationDataModule
+from datamodules.base import SegmentationDataModule
 from datamodules.cache import CaseArrays
-from datamodules.errors import DataError
-from datamodules.privacy import anonymous_key
-from datamodules.readers.dicom_series import read_dicom_series, series_files
+from datamodules.io.errors import DataError
+from datamodules.layouts import Case
+from datamodules.layouts.ct import discover_ct
+from datamodules.readers.dicom_series import read_dicom_series
 from datamodules.readers.nifti import aligned_label, axial_slices, read_nifti_volume, to_canonical
 from datamodules.splits import Split, split_patients
+from datamodules.transforms import lung_window
 
 log = logging.getLogger("ptx.data.ct")
 
 READER_VERSION = 2  # bump when reading changes the cached arrays (orientation, HU, labels)
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
-MANIFEST_COLUMNS = ("patient", "image", "label")
-
-
-def lung_window(
-    hu: np.ndarray, width: float = 1500.0, level: float = -600.0, out: np.ndarray | None = None
-) -> np.ndarray:
-    """HU -> [0, 1] float32: ``level - width/2`` maps to 0, ``level + width/2`` to 1, clipped.
-
-    With the paper's lung window (1500, -600): -1350 HU -> 0, -600 -> 0.5, +150 -> 1.
-    ``out`` (float32, same shape; may be ``hu`` itself) saves a volume-sized copy.
-    """
-    hu = np.asarray(hu, dtype=np.float32)
-    out = np.empty_like(hu) if out is None else out
-    np.subtract(hu, np.float32(level - width / 2.0), out=out)
-    np.divide(out, np.float32(width), out=out)
-    return np.clip(out, 0.0, 1.0, out=out)
-
-
-def _find(folder: Path, stem: str) -> Path | None:
-    """``<stem>.nii.gz`` or ``<stem>.nii`` in ``folder``, if there."""
-    for suffix in NIFTI_SUFFIXES:
-        if (folder / f"{stem}{suffix}").is_file():
-            return folder / f"{stem}{suffix}"
-    return None
-
-
-def _image_case(patient: str, image: Path, label: Path, row: tuple[Path, int] | None) -> Case:
-    """A case from an image (NIfTI file or DICOM folder) and a label; ``files[0]`` is the label.
-
-    ``row`` is (manifest, row number) when the case comes from a manifest: errors name it.
-    """
-    where = {"path": row[0], "row": row[1]} if row else {"path": image}
-    if image.is_dir():
-        slices = series_files(image, exclude=[label])
-        if not slices:
-            raise DataError(
-                f"no DICOM slices and no image.nii[.gz] in {image}; add the patient's volume "
-                "or remove the patient",
-                patient=patient,
-                **where,
-            )
-        return Case(patient, (label, *slices), meta={"format": "dicom"})
-    if not image.is_file():
-        raise DataError(f"image {image} does not exist", patient=patient, **where)
-    return Case(patient, (label, image), meta={"format": "nifti"})
 
 
 class CTDataModule(SegmentationDataModule):
@@ -133,93 +81,8 @@ class CTDataModule(SegmentationDataModule):
         }
 
     # ---- discovery ----------------------------------------------------------------------
-    def _manifest_path(self, root: Path) -> Path | None:
-        if self.manifest is not None:
-            path = Path(self.manifest)
-            return path if path.is_absolute() else root / path
-        default = root / "manifest.csv"
-        return default if default.is_file() else None
-
     def discover_entries(self, root: Path) -> tuple[list[Case], list[DataError]]:
-        manifest = self._manifest_path(root)
-        if manifest:
-            cases, errors = self._manifest_cases(manifest)
-        else:
-            cases, errors = self._folder_cases(root)
-        if not cases and not errors:
-            raise DataError(
-                "no CT patients found: expected one folder per patient holding a DICOM series "
-                "or image.nii.gz plus label.nii.gz, or a manifest.csv (patient,image,label)",
-                path=manifest or root,
-            )
-        return cases, errors
-
-    def _folder_cases(self, root: Path) -> tuple[list[Case], list[DataError]]:
-        cases, errors = [], []
-        for folder in sorted(p for p in root.iterdir() if p.is_dir() and p.name[0] != "."):
-            try:
-                cases.append(self._folder_case(folder))
-            except DataError as err:
-                errors.append(err)
-        return cases, errors
-
-    @staticmethod
-    def _folder_case(folder: Path) -> Case:
-        patient = anonymous_key(folder.name)
-        label = _find(folder, "label")
-        if label is None:
-            raise DataError(
-                "patient folder has no label.nii[.gz]; add the pneumothorax label (an "
-                "empty label for a patient without pneumothorax) or remove the folder",
-                path=folder,
-                patient=patient,
-            )
-        return _image_case(patient, _find(folder, "image") or folder, label, None)
-
-    def _manifest_cases(self, path: Path) -> tuple[list[Case], list[DataError]]:
-        try:
-            with open(path, newline="") as fh:
-                reader = csv.DictReader(fh, skipinitialspace=True)
-                rows = list(reader)
-                header = [c.strip() for c in reader.fieldnames or []]
-        except (OSError, UnicodeDecodeError, csv.Error) as err:
-            raise DataError(f"cannot read the manifest ({err})", path=path) from err
-        if sorted(header) != sorted(MANIFEST_COLUMNS):
-            raise DataError(
-                f"manifest header is {header}; expected exactly {','.join(MANIFEST_COLUMNS)}",
-                path=path,
-            )
-        cases, errors, seen = [], [], {}
-        for number, row in enumerate(rows, start=2):  # row 1 is the header
-            try:
-                cases.append(self._manifest_case(path, number, row, seen))
-            except DataError as err:
-                errors.append(err)
-        return cases, errors
-
-    @staticmethod
-    def _manifest_case(path: Path, number: int, row: dict, seen: dict) -> Case:
-        values = {k.strip(): (v or "").strip() for k, v in row.items() if k}
-        if not all(values.get(c) for c in MANIFEST_COLUMNS):
-            raise DataError(
-                "manifest row has an empty field; give patient, image and label",
-                path=path,
-                row=number,
-            )
-        patient = anonymous_key(values["patient"])
-        if patient in seen:
-            raise DataError(
-                f"patient listed twice (also row {seen[patient]}): one volume per patient",
-                path=path,
-                row=number,
-            )
-        seen[patient] = number
-        image, label = (path.parent / values[c] for c in ("image", "label"))
-        if not label.is_file():
-            raise DataError(
-                f"label file {label} does not exist", path=path, row=number, patient=patient
-            )
-        return _image_case(patient, image, label, (path, number))
+        return discover_ct(root, self.manifest)
 
     # ---- decoding -----------------------------------------------------------------------
     def load_case(self, case: Case) -> CaseArrays:
@@ -254,6 +117,6 @@ class CTDataModule(SegmentationDataModule):
         return split_patients([c.patient for c in cases], self.split_fractions, seed=self.seed)
 
     def generate_phantom(self, out: Path) -> None:
-        from datamodules.phantom_ct import generate_ct_phantom
+        from datamodules.phantom.ct import generate_ct_phantom
 
         generate_ct_phantom(out, **{"seed": self.seed, **self.phantom})

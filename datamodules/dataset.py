@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import Dataset
 
 from datamodules.cache import decode_images
-from datamodules.errors import DataError
+from datamodules.io.errors import DataError
 from datamodules.transforms import random_hflip
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from datamodules.errors import DataError
+from datamodules.io.errors import DataError
 
 SUBSETS = ("train", "val", "test")
 Split = dict[str, list[str]]

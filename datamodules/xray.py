@@ -8,31 +8,28 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
 from pathlib import Path
 
-from datamodules.base import Case, SegmentationDataModule
+from datamodules.base import SegmentationDataModule
 from datamodules.cache import CaseArrays
-from datamodules.errors import DataError
-from datamodules.privacy import anonymous_key
-from datamodules.readers.dicom import read_dicom
+from datamodules.io.errors import DataError
+from datamodules.layouts import Case
+from datamodules.layouts.xray import (
+    Radiograph,
+    discover_radiographs,
+    find_layout,
+    radiograph_case,
+    with_scheme,
+)
 from datamodules.readers.radiograph import (
     DEFAULT_PERCENTILES,
     INTENSITY_RULES,
     READER_VERSION,
-    image_shape,
     is_dicom,
     read_mask_png,
     read_radiograph,
 )
-from datamodules.readers.rle import (
-    SCHEMES,
-    RleRow,
-    check_rows,
-    decode_instances,
-    detect_scheme,
-)
-from datamodules.readers.siim import RadiographEntry, discover_radiographs, find_layout
+from datamodules.readers.rle import SCHEMES, decode_instances
 from datamodules.splits import Split, stratified_split
 
 log = logging.getLogger("ptx.data")
@@ -41,25 +38,13 @@ log = logging.getLogger("ptx.data")
 PHANTOM_DEFAULTS = {"patients": 40, "size": 256, "layout": "siim"}
 
 
-@dataclass(frozen=True)
-class Radiograph(Case):
-    """One radiograph. ``rows`` (with their CSV line numbers) and ``csv`` serve decoding and
-    error messages; the cache key sees only ``files`` and ``meta`` (the RLE strings)."""
-
-    image_id: str = ""
-    shape: tuple[int, int] = (0, 0)
-    mask_file: Path | None = None
-    rows: tuple[RleRow, ...] = ()
-    csv: Path | None = None
-    scheme: str = "relative"
-
-
 class XRayDataModule(SegmentationDataModule):
     """Frontal chest radiographs with pneumothorax masks (see ``docs/data.md``).
 
-    Besides the common keywords (:class:`SegmentationDataModule`):
+    Besides the common keywords (:class:`SegmentationDataModule`, passed on as ``**kwargs``):
 
     Args:
+        in_channels, hflip: as there, with the paper's defaults (3 channels, flips on).
         rle_csv: the RLE CSV to read, relative to ``data_dir`` (default: ``train-rle.csv``,
             else ``stage_2_train.csv``).
         rle_scheme: ``"auto"`` (detect relative SIIM vs standard Kaggle RLE per file),
@@ -76,40 +61,16 @@ class XRayDataModule(SegmentationDataModule):
     def __init__(
         self,
         data_dir: str | None = None,
-        image_size: int | None = 256,
-        batch_size: int = 8,
-        num_workers: int = 0,
-        cache_dir: str | None = None,
-        seed: int = 0,
+        *,
         in_channels: int = 3,
-        split_file: str | None = None,
-        split_fractions: Sequence[float] | None = None,
         hflip: bool = True,
-        train_negative_fraction: float = 1.0,
-        phantom: dict | None = None,
-        folds: int | None = None,
-        fold: int = 0,
         rle_csv: str | None = None,
         rle_scheme: str = "auto",
         intensity: str = "percentiles",
         percentiles: Sequence[float] = DEFAULT_PERCENTILES,
+        **kwargs,
     ) -> None:
-        super().__init__(
-            data_dir=data_dir,
-            image_size=image_size,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            cache_dir=cache_dir,
-            seed=seed,
-            in_channels=in_channels,
-            split_file=split_file,
-            split_fractions=split_fractions,
-            hflip=hflip,
-            train_negative_fraction=train_negative_fraction,
-            phantom=phantom,
-            folds=folds,
-            fold=fold,
-        )
+        super().__init__(data_dir, in_channels=in_channels, hflip=hflip, **kwargs)
         if rle_scheme not in ("auto", *SCHEMES):
             raise ValueError(f"rle_scheme must be 'auto', 'relative' or 'standard': {rle_scheme}")
         # Defaults go into the dict so they name the phantom folder: new defaults, new folder.
@@ -135,7 +96,7 @@ class XRayDataModule(SegmentationDataModule):
         }
 
     def generate_phantom(self, out: Path) -> None:
-        from datamodules.phantom_xray import generate_xray_phantom
+        from datamodules.phantom.xray import generate_xray_phantom
 
         generate_xray_phantom(out, **{"seed": self.seed, **self.phantom})
 
@@ -153,11 +114,13 @@ class XRayDataModule(SegmentationDataModule):
         cases, errors = [], []
         for entry in entries:
             try:
-                cases.append(self._case(entry))
+                cases.append(radiograph_case(entry))
             except DataError as err:
                 errors.append(err)
         if layout.csv is not None and cases:
-            cases = self._with_scheme(cases, layout.csv)
+            cases, scheme = with_scheme(cases, layout.csv, self.rle_scheme)
+            if scheme != "relative":
+                log.info("%s holds standard (absolute, 1-indexed) RLE", layout.csv.name)
         self.report["images_read"] = len(cases)
         log.info(
             "xray %s layout: %d images of %d patients",
@@ -166,48 +129,6 @@ class XRayDataModule(SegmentationDataModule):
             len({c.patient for c in cases}),
         )
         return cases, errors
-
-    def _case(self, entry: RadiographEntry) -> Radiograph:
-        """Patient key, grid and (for RLE rows) label of one image, from its header alone;
-        a mask PNG is decoded once, into the cache, which then gives the label."""
-        patient_id = ""
-        if is_dicom(entry.image):
-            header = read_dicom(entry.image, header_only=True)
-            patient_id = str(header.get("PatientID", "") or "").strip()
-            shape = (int(header.get("Rows", 0)), int(header.get("Columns", 0)))
-        else:
-            shape = image_shape(entry.image)
-        # grouped by patient when the DICOM says who it is; else each image stands alone
-        patient = anonymous_key(patient_id or f"image:{entry.image_id}")
-        if entry.mask is not None:
-            label, files, meta = None, (entry.image, entry.mask), {}
-        else:
-            label = int(any(r.encoded != "-1" for r in entry.rows))
-            files, meta = (entry.image,), {"rle": [r.encoded for r in entry.rows]}
-        return Radiograph(
-            patient=patient,
-            files=files,
-            meta=meta,
-            label=label,
-            image_id=entry.image_id,
-            shape=shape,
-            mask_file=entry.mask,
-            rows=entry.rows,
-        )
-
-    def _with_scheme(self, cases: list[Radiograph], csv: Path) -> list[Radiograph]:
-        """Decide relative vs standard RLE for the whole CSV and record it in each case."""
-        sized = [(row, c.shape[0] * c.shape[1]) for c in cases for row in c.rows]
-        if self.rle_scheme == "auto":
-            scheme = detect_scheme(sized, csv)
-        else:
-            scheme = self.rle_scheme
-            check_rows(sized, scheme, csv)
-        if scheme != "relative":
-            log.info("%s holds standard (absolute, 1-indexed) RLE", csv.name)
-        return [
-            replace(c, meta={**c.meta, "scheme": scheme}, csv=csv, scheme=scheme) for c in cases
-        ]
 
     def _report_skipped(self, skipped: dict[str, list[str]]) -> None:
         self.report["images_skipped"] = {reason: len(ids) for reason, ids in skipped.items()}

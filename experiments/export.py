@@ -6,7 +6,8 @@ import argparse
 import logging
 import sys
 
-from datamodules.errors import DataError
+from datamodules.io.errors import DataError
+from experiments.cli import HelpFormatter
 from lightning_modules.bundle import TOLERANCE, export_bundle
 from lightning_modules.inference import ModelError
 
@@ -16,7 +17,7 @@ def cli(argv: list[str]) -> int:
         prog="ptx export",
         description="Write model.safetensors, config.json and model.onnx (checked with "
         f"onnxruntime against PyTorch: max |logit difference| <= {TOLERANCE:g}).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--model", required=True, help="a run folder (its best.ckpt) or a .ckpt")
     p.add_argument("--out", required=True, help="bundle folder")

@@ -6,7 +6,7 @@ overlays on the source), optionally the probability map, and one row of
 ``predictions.csv``/``.json``: pneumothorax volume in mL (total, right, left), the axial
 slices involved and the estimated compression ratio per side
 (``lightning_modules.volumetry``). Cases are named by a keyed, non-identifying key of the
-input's path (``datamodules.privacy``), as patients are everywhere else.
+input's path (``datamodules.layouts.privacy``), as patients are everywhere else.
 
 X-ray (DICOM or PNG radiographs, a file or a folder), per image: ``masks/<id>.png`` at the
 input size, ``overlays/<id>.png`` (the contour on the radiograph), a row with the diagnosis
@@ -28,8 +28,9 @@ import logging
 import sys
 from pathlib import Path
 
-from datamodules.atomic import atomic_write, write_text_atomic
-from datamodules.errors import DataError
+from datamodules.io.atomic import atomic_write, write_text_atomic
+from datamodules.io.errors import DataError
+from experiments.cli import HelpFormatter
 from lightning_modules.inference import TTA, ModelError, Predictor
 
 log = logging.getLogger("ptx.predict")
@@ -39,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ptx predict",
         description="Apply a trained run to new CT volumes or radiographs (no labels needed).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument(
         "--model", required=True, help="a run folder (its best.ckpt), a .ckpt or a bundle"

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from datamodules.ct import NIFTI_SUFFIXES, lung_window
-from datamodules.errors import DataError
-from datamodules.privacy import anonymous_key
+from datamodules.io.errors import DataError
+from datamodules.layouts.ct import NIFTI_SUFFIXES
+from datamodules.layouts.privacy import anonymous_key
 from datamodules.readers.dicom_series import (
     read_series_headers,
     series_files,
@@ -23,6 +23,7 @@ from datamodules.readers.nifti import (
     to_canonical,
     write_nifti,
 )
+from datamodules.transforms import lung_window
 from lightning_modules.volumetry import pneumothorax_size
 
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from datamodules.errors import DataError
+from datamodules.io.errors import DataError
 from datamodules.readers.dicom import read_dicom
-from datamodules.readers.png import write_png
 from datamodules.readers.radiograph import DEFAULT_PERCENTILES, is_dicom, read_radiograph
 from datamodules.readers.rle import rle_encode
+from datamodules.writers.png import write_png
 
 SUFFIXES = (".dcm", ".dicom", ".png")
 MASK_FOLDERS = {"masks", "overlays", "probabilities"}  # a PNG layout's labels, our outputs

@@ -14,9 +14,8 @@ import logging
 import torch
 from pytorch_lightning.utilities.seed import isolate_rng
 
-from datamodules.base import default_cache_dir
-from datamodules.cache import digest
-from datamodules.privacy import id_fingerprint
+from datamodules.cache import default_cache_dir, digest
+from datamodules.layouts.privacy import id_fingerprint
 from lightning_modules.complexity import count_gmacs, count_parameters
 from lightning_modules.nets import create_model, model_entry
 

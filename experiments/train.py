@@ -9,7 +9,8 @@ The options above are this wrapper's; every other ``--KEY VALUE`` goes to Lightn
 unchanged, e.g. ``--trainer.max_epochs 5``, ``--model.optimizer.lr 3e-4``,
 ``--model.net_kwargs.encoder_name resnet50``, ``--data.batch_size 4``,
 ``--trainer.devices 2 --trainer.strategy ddp``. ``--print_config`` prints the resolved
-config and exits. See docs/training.md.
+config and exits. ``--help`` lists them all after these (``experiments.fit_help``; with
+``--exp``, the defaults shown are the experiment's). See docs/training.md.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from experiments.cli import HelpFormatter
 from experiments.profiles import choose_profile, experiment_layers, list_experiments
 from experiments.run_dir import RunDirError
 
@@ -31,7 +33,7 @@ def build_parser(command: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=f"ptx {command}",
         allow_abbrev=False,  # `--data.batch_size` must not be taken for `--data`
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
         description=__doc__,
     )
     parser.add_argument("--exp", help="experiment config: ct/efa_net, xray/ms_scse_fc_densenet")
@@ -42,10 +44,10 @@ def build_parser(command: str) -> argparse.ArgumentParser:
         help="paper settings, a quick CPU-sized run, or auto (quick without data and GPU)",
     )
     parser.add_argument("--data", help="data folder (default: the generated phantom)")
-    parser.add_argument("--seed", type=int, help="training seed (default 0); in the run name")
+    parser.add_argument("--seed", type=int, help="training seed, in the run name (default: 0)")
     parser.add_argument("--group", help="run group: folder under the runs root, W&B group")
-    parser.add_argument("--name", help="run name (default <model>-<variant>-s<seed>)")
-    parser.add_argument("--runs-dir", help="runs root (default $PTX_RUNS_DIR or ./runs)")
+    parser.add_argument("--name", help="run name (default: <model>-<variant>-s<seed>)")
+    parser.add_argument("--runs-dir", help="runs root (default: $PTX_RUNS_DIR or ./runs)")
     if command == "fit":
         parser.add_argument(
             "--overwrite", action="store_true", help="delete an earlier run of this name first"
@@ -170,10 +172,13 @@ def _finish_wandb(exit_code: int) -> None:
 
 def _main(command: str, argv: list[str]) -> int:
     from experiments.cli import debugging, error_line
+    from experiments.fit_help import print_help, wants_help
     from lightning_modules.callbacks import NonFiniteLossError
 
     _configure_logging()
     try:
+        if wants_help(argv):
+            return print_help(command, argv)
         _build(command, lightning_args(command, argv))
     except (RunDirError, ValueError) as err:  # bad data, run folder or setting: input errors
         if debugging():

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from datamodules.atomic import write_bytes_atomic, write_text_atomic
+from datamodules.io.atomic import write_bytes_atomic, write_text_atomic
 from lightning_modules.nets import create_model
 
 log = logging.getLogger("ptx.export")

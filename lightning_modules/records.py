@@ -14,7 +14,7 @@ reader of each (docs/design.md, "Run records").
 - ``config.yaml`` (written by LightningCLI, :func:`read_config`) and ``split.json``
   (``datamodules.splits``).
 
-Every write is atomic (``datamodules.atomic``): a reader never sees half a file. NaN and
+Every write is atomic (``datamodules.io.atomic``): a reader never sees half a file. NaN and
 infinities are written as JSON null (:func:`json_safe`). A record of another
 ``record_version`` is refused with the remedy.
 """
@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from datamodules.atomic import atomic_write, write_bytes_atomic, write_text_atomic
+from datamodules.io.atomic import atomic_write, write_bytes_atomic, write_text_atomic
 from lightning_modules.metric_functions import ALIASES, RECORD_VERSION
 
 METRICS, PER_IMAGE, PER_PATIENT, PREDICTIONS, CONFIG, SPLIT = (

@@ -13,8 +13,8 @@ from cache_writer import entry_arrays, writer
 from ct_fixtures import nifti_patient
 
 from datamodules import CTDataModule
-from datamodules.atomic import atomic_write, write_bytes_atomic, write_text_atomic
 from datamodules.cache import CaseArrays, PreprocessingCache, decode_images, encode_images
+from datamodules.io.atomic import atomic_write, write_bytes_atomic, write_text_atomic
 from datamodules.transforms import resize_images, resize_masks
 
 

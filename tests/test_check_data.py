@@ -12,8 +12,8 @@ from ct_fixtures import lps_affine, nifti_patient, write_nifti, write_series
 from PIL import Image
 
 from datamodules import CTDataModule, XRayDataModule
-from datamodules.errors import DataError
-from datamodules.privacy import anonymous_key
+from datamodules.io.errors import DataError
+from datamodules.layouts.privacy import anonymous_key
 from experiments.cli import main
 
 SHAPE = (6, 5, 4)

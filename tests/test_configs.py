@@ -13,7 +13,7 @@ from experiments.train import lightning_args, run
 from experiments.wandb_setup import has_api_key, wandb_mode
 from lightning_modules.complexity import count_parameters
 
-# Parameters of the network each config builds (ARCHITECTURES.md; TransUNets at 256 x 256,
+# Parameters of the network each config builds (docs/models.md; TransUNets at 256 x 256,
 # their position embeddings shrink with the quick profile's 64 x 64).
 PARAMS = {
     "ct/unet": 24_430_242,

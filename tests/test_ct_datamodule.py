@@ -7,9 +7,9 @@ import torch
 from ct_fixtures import lps_affine, nifti_patient, write_nifti, write_series
 
 from datamodules import CTDataModule
-from datamodules.ct import lung_window
-from datamodules.phantom_ct import generate_ct_phantom
-from datamodules.privacy import anonymous_key
+from datamodules.layouts.privacy import anonymous_key
+from datamodules.phantom.ct import generate_ct_phantom
+from datamodules.transforms import lung_window
 
 SHAPE = (6, 5, 3)  # i (left), j (posterior), k (superior)
 

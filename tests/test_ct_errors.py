@@ -5,8 +5,8 @@ import pytest
 from ct_fixtures import lps_affine, nifti_patient, write_nifti, write_series
 
 from datamodules import CTDataModule
-from datamodules.errors import DataError
-from datamodules.privacy import anonymous_key
+from datamodules.io.errors import DataError
+from datamodules.layouts.privacy import anonymous_key
 
 SHAPE = (4, 4, 3)
 

@@ -7,11 +7,12 @@ import pydicom
 import pytest
 from scipy import ndimage
 
-from datamodules.ct import CTDataModule, lung_window
-from datamodules.phantom_ct import generate_ct_phantom, simulate_patient
-from datamodules.privacy import anonymous_key
+from datamodules.ct import CTDataModule
+from datamodules.layouts.privacy import anonymous_key
+from datamodules.phantom.ct import generate_ct_phantom, simulate_patient
 from datamodules.readers.dicom_series import series_files
 from datamodules.readers.nifti import axial_slices
+from datamodules.transforms import lung_window
 
 SMALL = {"patients": 8, "size": 32, "slices": 8}
 STEPS, LR = 150, 2e-3  # batches of 16 slices: about a minute on 2 idle CPU cores

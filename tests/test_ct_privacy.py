@@ -6,7 +6,7 @@ import logging
 import pydicom
 
 from datamodules import CTDataModule
-from datamodules.phantom_ct import generate_ct_phantom
+from datamodules.phantom.ct import generate_ct_phantom
 
 
 def _identifiers(data_dir) -> set[str]:

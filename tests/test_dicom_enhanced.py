@@ -11,7 +11,7 @@ from pydicom.uid import generate_uid
 from xray_fixtures import vendor_file
 
 from datamodules import CTDataModule
-from datamodules.errors import DataError
+from datamodules.io.errors import DataError
 from datamodules.readers.dicom_series import read_dicom_series
 
 OBLIQUE = (0.0, 1.0, 0.0, 0.0, 0.0, -1.0)  # a sagittal-like plane: normal along -x

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from ct_fixtures import lps_affine, write_series, write_slice
 
-from datamodules.errors import DataError
+from datamodules.io.errors import DataError
 from datamodules.readers.dicom_series import (
     read_dicom_series,
     read_series_headers,

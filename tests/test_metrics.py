@@ -315,7 +315,9 @@ def test_bad_input_is_named():
 
 
 def test_library_empty_mask_behaviours_are_pinned():
-    """METRICS.md's notes on libraries; a failure here means an upgrade changed them."""
+    """How the libraries score empty masks (MONAI's Dice NaN for an empty ground truth unless
+    ignore_empty=False, torchmetrics' NaN for empty/empty, smp's zero_division); a failure here
+    means an upgrade changed them."""
     from monai.metrics import compute_dice
     from segmentation_models_pytorch import metrics as smp_metrics
     from torchmetrics.functional.segmentation import dice_score

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from ct_fixtures import lps_affine, reoriented, write_nifti
 
-from datamodules.errors import DataError
+from datamodules.io.errors import DataError
 from datamodules.readers.nifti import (
     aligned_label,
     axial_slices,

@@ -13,8 +13,8 @@ from xray_fixtures import xray_phantom
 
 from datamodules import XRayDataModule
 from datamodules.phantom import cli
-from datamodules.phantom_xray import generate_xray_phantom
-from datamodules.phantom_xray_anatomy import (
+from datamodules.phantom.xray import generate_xray_phantom
+from datamodules.phantom.xray_anatomy import (
     Instance,
     collapsed_coords,
     grid,
@@ -22,7 +22,7 @@ from datamodules.phantom_xray_anatomy import (
     lung_level,
     sample_instances,
 )
-from datamodules.phantom_xray_render import lung_attenuation, render_radiograph, sample_chest
+from datamodules.phantom.xray_render import lung_attenuation, render_radiograph, sample_chest
 from datamodules.readers.rle import decode_instances, read_rle_csv
 
 PHANTOM = {"patients": 24, "size": 128, "seed": 3, "layout": "both"}

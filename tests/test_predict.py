@@ -17,13 +17,13 @@ import pytest
 import torch
 from torch import nn
 
-from datamodules.ct import lung_window
-from datamodules.phantom_ct import generate_ct_phantom
-from datamodules.phantom_xray import generate_xray_phantom
+from datamodules.phantom.ct import generate_ct_phantom
+from datamodules.phantom.xray import generate_xray_phantom
 from datamodules.readers.dicom_series import read_dicom_series
 from datamodules.readers.nifti import read_nifti_volume
 from datamodules.readers.radiograph import read_mask_png, read_radiograph
 from datamodules.readers.rle import read_rle_csv, rle_decode
+from datamodules.transforms import lung_window
 from experiments.cli import main as ptx
 from experiments.predict_ct import find_volumes, predict_volume
 from experiments.predict_xray import find_radiographs, predict_radiograph, write_submission

@@ -15,7 +15,7 @@ import yaml
 from ablations.plan import plan
 from ablations.records import CellRuns, Run, check_id_fingerprints
 from ablations.sweeps import Cell, SweepError, load_sweep
-from datamodules import privacy
+from datamodules.layouts import privacy
 from lightning_modules.records import FINISHED, RecordError
 
 

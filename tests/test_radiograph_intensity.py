@@ -12,7 +12,7 @@ from xray_fixtures import vendor_file, write_dicom
 
 from datamodules import XRayDataModule
 from datamodules.dataset import SliceDataset
-from datamodules.errors import DataError
+from datamodules.io.errors import DataError
 from datamodules.readers.radiograph import read_radiograph
 from datamodules.transforms import resize_images
 

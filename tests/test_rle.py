@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from datamodules.errors import DataError
+from datamodules.io.errors import DataError
 from datamodules.readers.rle import (
     RleRow,
     decode_instances,

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from datamodules.errors import DataError
+from datamodules.io.errors import DataError
 from datamodules.splits import (
     check_split,
     load_split,

@@ -16,7 +16,7 @@ from ablations.plan import DONE, START, plan, requested_config
 from ablations.report import write_report
 from ablations.runner import cli as sweep_cli
 from ablations.sweeps import SweepError, load_sweep
-from datamodules.privacy import id_fingerprint
+from datamodules.layouts.privacy import id_fingerprint
 from experiments.run_config import config_hash
 from lightning_modules.metric_functions import image_metrics
 

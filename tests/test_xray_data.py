@@ -11,7 +11,7 @@ from PIL import Image
 from xray_fixtures import xray_phantom
 
 from datamodules import XRayDataModule
-from datamodules.privacy import anonymous_key
+from datamodules.layouts.privacy import anonymous_key
 from datamodules.readers.rle import read_rle_csv, rle_encode, rle_encode_standard
 
 PHANTOM = {"patients": 24, "size": 128, "seed": 3, "layout": "both"}

@@ -67,7 +67,9 @@ def scse_params(c: int) -> int:
 
 
 def fc_densenet_params(k: int, ms_scse: bool, in_ch: int = 3, classes: int = 2) -> int:
-    """The count of ARCHITECTURES.md's FC-DenseNet103 layout, by hand (biases on every conv)."""
+    """The FC-DenseNet103 layout (Jegou et al. 2017: blocks of 4, 5, 7, 10, 12 layers, a
+    15-layer bottleneck) counted by hand, biases on every conv; at k = 12 the X-ray paper's
+    Table 2 gives 5,415,278 (FC-DenseNet) and 5,989,096 (MS_scSE_FC-DenseNet)."""
     # stem: 3x3/5x5/7x7 convs of 16 filters, or one 3x3 conv to 48
     p = (9 + 25 + 49) * in_ch * 16 + 48 if ms_scse else 9 * in_ch * 48 + 48
     c, skips = 48, []

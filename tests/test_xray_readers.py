@@ -13,7 +13,7 @@ from pydicom.pixels import get_decoder
 from pydicom.uid import HTJ2KLossless
 from xray_fixtures import write_dicom
 
-from datamodules.errors import DataError
+from datamodules.io.errors import DataError
 from datamodules.readers.radiograph import image_shape, read_mask_png, read_radiograph
 
 

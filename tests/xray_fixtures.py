@@ -52,7 +52,7 @@ _PHANTOMS: dict[tuple, Path] = {}
 
 def xray_phantom(tmp_path_factory, **kwargs) -> Path:
     """The X-ray phantom written once per test session for each set of ``kwargs``."""
-    from datamodules.phantom_xray import generate_xray_phantom
+    from datamodules.phantom.xray import generate_xray_phantom
 
     key = tuple(sorted(kwargs.items()))
     if key not in _PHANTOMS:

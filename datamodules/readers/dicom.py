@@ -8,7 +8,7 @@ import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
 
-from datamodules.errors import DataError
+from datamodules.io.errors import DataError
 
 # Packages that decode compressed pixel data, by the error pydicom gives without them.
 DECODER_HINT = (

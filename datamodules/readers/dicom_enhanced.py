@@ -18,7 +18,7 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 
-from datamodules.errors import DataError
+from datamodules.io.errors import DataError
 
 # functional group -> the classic attributes it holds (DICOM PS3.3 C.7.6.16)
 FRAME_GROUPS = {

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
-from datamodules.errors import DataError
+from datamodules.io.errors import DataError
 from datamodules.readers.dicom import pixel_array, read_dicom
 from datamodules.readers.dicom_enhanced import frame_headers, frame_pixels, is_multiframe
 

@@ -27,8 +27,8 @@ from nibabel.orientations import (
     ornt_transform,
 )
 
-from datamodules.atomic import write_bytes_atomic
-from datamodules.errors import DataError
+from datamodules.io.atomic import write_bytes_atomic
+from datamodules.io.errors import DataError
 
 CANONICAL = ("L", "P", "S")
 GRID_TOL = 0.1  # a label may be off its image's grid by this fraction of the smallest voxel

@@ -3,15 +3,15 @@
 DICOM: stored values -> Modality LUT (RescaleSlope/Intercept, or a Modality LUT Sequence) ->
 the file's VOI LUT (a VOI LUT Sequence, else the first WindowCenter/WindowWidth, DICOM's
 linear function) when it has one -> [0, 1]. Without a VOI LUT the image is normalised by its
-own robust range: the 0.5 and 99.5 percentiles of the pixels inside the image (those not at
-its extreme values nor equal to PixelPaddingValue) map to 0 and 1, clipped; so a 16-bit
-image whose values span 0-278 fills [0, 1] like an 8-bit one instead of landing in
-0.500-0.504 of its bit depth's range. ``intensity="bit_depth"`` keeps the old rule (the
-range BitsStored allows). MONOCHROME1 (bright = air) is inverted so every image reads like
-MONOCHROME2. PNG: always without a window, so the same robust range (or 8-bit / 255,
-16-bit / 65535 by bit depth). A radiograph that is (nearly) constant after all that is an
-error naming the file: the network would see a blank image. The grid is kept as stored
-(non-square too): the DataModule resizes.
+own robust range (``transforms.robust_range``): the 0.5 and 99.5 percentiles of the pixels
+inside the image (those not at its extreme values nor equal to PixelPaddingValue) map to 0
+and 1, clipped; so a 16-bit image whose values span 0-278 fills [0, 1] like an 8-bit one
+instead of landing in 0.500-0.504 of its bit depth's range. ``intensity="bit_depth"`` keeps
+the old rule (the range BitsStored allows). MONOCHROME1 (bright = air) is inverted so every
+image reads like MONOCHROME2. PNG: always without a window, so the same robust range (or
+8-bit / 255, 16-bit / 65535 by bit depth). A radiograph that is (nearly) constant after all
+that is an error naming the file: the network would see a blank image. The grid is kept as
+stored (non-square too): the DataModule resizes.
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from pydicom.pixels import apply_modality_lut, apply_voi
 
-from datamodules.errors import DataError
+from datamodules.io.errors import DataError
 from datamodules.readers.dicom import pixel_array, read_dicom
+from datamodules.transforms import robust_range, to_unit
 
 # Bump when the intensity conversion below changes, so cached arrays are rebuilt.
 READER_VERSION = 2
@@ -89,29 +90,6 @@ def stored_range(ds) -> tuple[float, float]:
     if int(ds.get("PixelRepresentation", 0)) == 1:
         return -(2.0 ** (bits - 1)), 2.0 ** (bits - 1) - 1
     return 0.0, 2.0**bits - 1
-
-
-def robust_range(
-    values: np.ndarray, percentiles: Sequence[float], padding: np.ndarray | None = None
-) -> tuple[float, float]:
-    """The ``percentiles`` (e.g. 0.5 and 99.5) of the pixels inside the image.
-
-    Inside: not at the image's extreme values (collimator blades, background and saturated
-    detector areas sit there and can cover half an image) and not padding (bool mask);
-    all pixels when fewer than 1 % are inside (e.g. a binary image).
-    """
-    inside = (values > values.min()) & (values < values.max())
-    if padding is not None:
-        inside &= ~padding
-    sample = values[inside] if inside.sum() >= 0.01 * values.size else values
-    low, high = np.percentile(sample, list(percentiles))
-    return float(low), float(high)
-
-
-def to_unit(values: np.ndarray, low: float, high: float) -> np.ndarray:
-    """``low`` -> 0, ``high`` -> 1, clipped, float32 (a zero range gives zeros)."""
-    out = (np.asarray(values, dtype=np.float64) - low) / (high - low if high > low else np.inf)
-    return np.clip(out, 0.0, 1.0).astype(np.float32)
 
 
 def modality_values(stored: np.ndarray, ds) -> np.ndarray:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from datamodules.errors import DataError
+from datamodules.io.errors import DataError
 
 EMPTY = "-1"
 SCHEMES = ("relative", "standard")

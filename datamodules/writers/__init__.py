@@ -1,1 +1,2 @@
-"""Formats the framework writes but does not read (``ptx predict``'s DICOM SEG)."""
+"""Files ``ptx predict`` writes: DICOM SEG objects and PNGs (the NIfTI masks are written by
+``readers.nifti.write_nifti``, beside the reader of that format)."""

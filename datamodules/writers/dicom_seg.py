@@ -18,7 +18,7 @@ import numpy as np
 import pydicom
 from pydicom.sr.codedict import codes
 
-from datamodules.atomic import write_with_atomic
+from datamodules.io.atomic import write_with_atomic
 
 PNEUMOTHORAX = hd.sr.CodedConcept("36118008", "SCT", "Pneumothorax")
 # type 2 attributes (present, may be empty) highdicom copies from the source: many exports

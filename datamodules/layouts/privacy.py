@@ -4,8 +4,10 @@ Folder names, PatientID and similar values may be identifiers; everything the fr
 writes (ids, logs, cache files, run records, W&B) uses ``anonymous_key`` of them instead:
 HMAC-SHA-256 under a per-site secret, so a key cannot be reversed by hashing every possible
 MRN (10^8 candidates take seconds) without the secret. The secret is ``$PTX_ID_SALT`` when
-set, else the file ``id_secret`` in the cache folder (``$PTX_CACHE_DIR`` or ``~/.cache/ptx``),
-32 random bytes written once with owner-only permissions (0600) at first use.
+set, else the file ``id_secret`` in the cache folder (``datamodules.cache.default_cache_dir``:
+``$PTX_CACHE_DIR``, else ``$XDG_CACHE_HOME/ptx`` or ``~/.cache/ptx``), 32 random bytes written
+once with owner-only permissions (0600) at first use. The Makefile used to keep the cache in
+the checkout (``.cache/ptx``); a new secret made while such an old one exists says so.
 
 Keys made under different secrets do not match, so a run records ``id_fingerprint()`` (8 hex
 digits of HMAC(secret, "ptx-fingerprint"), which says nothing about the secret) and sweeps
@@ -22,12 +24,13 @@ import os
 import secrets
 from pathlib import Path
 
-from datamodules.atomic import write_text_atomic
 from datamodules.cache import default_cache_dir
+from datamodules.io.atomic import write_text_atomic
 
 log = logging.getLogger("ptx.data.privacy")
 
 LEGACY_SALT = "ptx-seg"  # the public salt of versions before the per-site secret
+CHECKOUT_CACHE = Path(".cache") / "ptx"  # where `make` used to keep the cache
 SECRET_FILE = "id_secret"
 ENV = "PTX_ID_SALT"
 
@@ -75,6 +78,19 @@ def _create_secret(path: Path) -> None:
     except FileExistsError:
         return
     log.info("made a new identifier secret in %s (owner-only); keep it to keep keys stable", path)
+    old = checkout_secret(path)
+    if old is not None:
+        log.warning(
+            "an identifier secret made by an earlier `make` is in %s, but the cache is now %s "
+            "for make and ptx alike: patient keys made with the old secret (earlier runs and "
+            "split files) do not match those of the new one. To keep the old keys, stop and "
+            "mv %s %s, or set PTX_CACHE_DIR=%s to keep using the old cache",
+            old,
+            path.parent,
+            old,
+            path,
+            old.parent,
+        )
     if legacy_cache.is_dir() and any(legacy_cache.iterdir()):
         log.warning(
             "the preprocessing cache in %s was built with the old public salt %r: patient "
@@ -86,6 +102,20 @@ def _create_secret(path: Path) -> None:
             ENV,
             LEGACY_SALT,
         )
+
+
+def checkout_secret(path: Path) -> Path | None:
+    """The secret an earlier ``make`` kept in the checkout (``.cache/ptx/id_secret`` under the
+    working folder or the project's), when ``path`` is the default location and not it."""
+    if os.environ.get("PTX_CACHE_DIR"):
+        return None
+    here = Path(__file__).resolve().parents
+    project = [p for p in here if (p / "pyproject.toml").is_file()][:1]  # an editable install
+    for root in (Path.cwd(), *project):
+        old = root / CHECKOUT_CACHE / SECRET_FILE
+        if old.is_file() and old.resolve() != path.resolve():
+            return old
+    return None
 
 
 def anonymous_key(value: str, prefix: str = "p", length: int = 12) -> str:

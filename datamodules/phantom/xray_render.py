@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from datamodules.phantom_xray_anatomy import (
+from datamodules.phantom.xray_anatomy import (
     Instance,
     Lung,
     collapsed_coords,

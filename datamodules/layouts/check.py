@@ -16,7 +16,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from datamodules.errors import DataError
+from datamodules.io.errors import DataError
+from experiments.cli import HelpFormatter
 
 
 @dataclass
@@ -43,7 +44,7 @@ class CaseCheck:
 
 def detect_modality(root: Path) -> str:
     """``xray`` when the folder has a chest X-ray layout, else ``ct``."""
-    from datamodules.readers.siim import find_layout
+    from datamodules.layouts.xray import find_layout
 
     try:
         find_layout(root)
@@ -102,9 +103,13 @@ def check_data(root: Path, modality: str | None = None) -> tuple[str, list[CaseC
 
 
 def cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="ptx check-data", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="ptx check-data", description=__doc__.splitlines()[0], formatter_class=HelpFormatter
+    )
     parser.add_argument("data", type=Path, help="the data folder (as --data of ptx fit)")
-    parser.add_argument("--modality", choices=("ct", "xray"), help="default: from the layout")
+    parser.add_argument(
+        "--modality", choices=("ct", "xray"), help="ct or xray (default: from the layout)"
+    )
     parser.add_argument("--quiet", action="store_true", help="print only problems and totals")
     args = parser.parse_args(argv)
     if not args.data.is_dir():

@@ -22,14 +22,14 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import JPEGBaseline8Bit, SecondaryCaptureImageStorage, generate_uid
 
-from datamodules.phantom_xray_anatomy import (
+from datamodules.phantom.xray_anatomy import (
     Instance,
     grid,
     instance_mask,
     lung_box,
     sample_instances,
 )
-from datamodules.phantom_xray_render import Chest, render_radiograph, sample_chest
+from datamodules.phantom.xray_render import Chest, render_radiograph, sample_chest
 from datamodules.readers.rle import rle_encode
 
 LAYOUTS = ("siim", "png", "both")

@@ -5,7 +5,7 @@ sternum, spine, lungs with vessel-like texture, heart, mediastinum, great vessel
 diaphragm domes) drawn slice by slice in the LPS voxel order of ``readers.nifti`` (x to
 the patient's left, y posterior, z superior). A pneumothorax is an air pocket without
 vessels between the chest wall and a partly collapsed lung with a visible pleural line,
-over a run of slices. Deterministic by seed; the anatomy lives in ``phantom_ct_anatomy``.
+over a run of slices. Deterministic by seed; the anatomy lives in ``phantom.ct_anatomy``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, 
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
-from datamodules.phantom_ct_anatomy import PatientAnatomy, draw_patient
+from datamodules.phantom.ct_anatomy import PatientAnatomy, draw_patient
 from datamodules.readers.dicom_series import LPS_TO_RAS
 from datamodules.readers.nifti import CANONICAL
 

@@ -3,15 +3,24 @@
 ``ptx phantom ct --out DIR`` writes chest CT volumes with pneumothorax as DICOM series and
 NIfTI pairs; ``ptx phantom xray --out DIR`` writes radiographs in the SIIM-ACR layout
 (nested JPEG DICOM + ``train-rle.csv``) and/or the PNG folder layout. Deterministic by seed.
+The generators are ``phantom.ct`` (anatomy: ``ct_anatomy``) and ``phantom.xray`` (anatomy:
+``xray_anatomy``, projection: ``xray_render``); a DataModule without ``data_dir`` makes its
+phantom once, in the cache folder, with :func:`ensure_phantom`.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
-from datamodules.errors import DataError
+from datamodules.io.atomic import atomic_dir
+from datamodules.io.errors import DataError
+from experiments.cli import HelpFormatter
+
+log = logging.getLogger("ptx.data.phantom")
 
 MARKERS = (".ptx-phantom", ".complete")  # what ptx phantom / a DataModule leave in a phantom
 
@@ -20,11 +29,11 @@ def generate_phantom(modality: str, out: str | Path, **kwargs) -> Path:
     """Write the phantom of ``modality`` ("ct" or "xray") into ``out``; returns ``out``."""
     out = Path(out)
     if modality == "ct":
-        from datamodules.phantom_ct import generate_ct_phantom
+        from datamodules.phantom.ct import generate_ct_phantom
 
         generate_ct_phantom(out, **kwargs)
     elif modality == "xray":
-        from datamodules.phantom_xray import generate_xray_phantom
+        from datamodules.phantom.xray import generate_xray_phantom
 
         generate_xray_phantom(out, **kwargs)
     else:
@@ -33,10 +42,26 @@ def generate_phantom(modality: str, out: str | Path, **kwargs) -> Path:
     return out
 
 
+def ensure_phantom(root: Path, modality: str, generate: Callable[[Path], None]) -> Path:
+    """``root``, after ``generate(folder)`` wrote the phantom there unless a complete one is
+    (marked ``.complete``); written into a temporary folder renamed into place, so another
+    process generating the same phantom at once finishes first and keeps its own."""
+    if not (root / MARKERS[1]).exists():
+        log.info("generating the %s phantom in %s (no data_dir given)", modality, root)
+        with atomic_dir(root) as tmp:
+            generate(tmp)
+            (tmp / MARKERS[1]).touch()
+    return root
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ptx phantom", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="ptx phantom", description=__doc__.splitlines()[0], formatter_class=HelpFormatter
+    )
     sub = parser.add_subparsers(dest="modality", required=True)
-    ct = sub.add_parser("ct", help="chest CT volumes (DICOM series and NIfTI pairs)")
+    ct = sub.add_parser(
+        "ct", help="chest CT volumes (DICOM series and NIfTI pairs)", formatter_class=HelpFormatter
+    )
     ct.add_argument("--slices", type=int, default=64, help="axial slices per patient")
     ct.add_argument(
         "--formats",
@@ -44,12 +69,18 @@ def build_parser() -> argparse.ArgumentParser:
         default="mixed",
         help="mixed: some patients as DICOM series, the others as NIfTI",
     )
-    xray = sub.add_parser("xray", help="frontal chest radiographs (SIIM-ACR and PNG layouts)")
-    xray.add_argument("--layout", choices=["siim", "png", "both"], default="both")
+    xray = sub.add_parser(
+        "xray",
+        help="frontal chest radiographs (SIIM-ACR and PNG layouts)",
+        formatter_class=HelpFormatter,
+    )
+    xray.add_argument(
+        "--layout", choices=["siim", "png", "both"], default="both", help="the files written"
+    )
     for p, size, patients in ((ct, 512, 8), (xray, 1024, 40)):
         p.add_argument("--out", type=Path, required=True, help="output folder")
         p.add_argument("--patients", type=int, default=patients, help="number of patients")
-        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same data)")
         p.add_argument("--size", type=int, default=size, help="native image side in pixels")
         p.add_argument(
             "--overwrite", action="store_true", help="replace a phantom already in --out"
