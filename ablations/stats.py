@@ -148,7 +148,8 @@ def bootstrap_ci(
     Args:
         values: float array ``N``, one per image (unscaled).
         patients: ``N`` patient keys.
-        n_resamples: bootstrap resamples (seeded by ``seed``, so the interval is reproducible).
+        n_resamples: bootstrap resamples (seeded by ``seed``, so the interval is reproducible,
+            whatever the identifier secret that made the keys).
         level: coverage of the interval (0.95: the 2.5th and 97.5th percentiles).
     Returns:
         ``(low, high)``; NaN when no image is defined.
@@ -160,7 +161,11 @@ def bootstrap_ci(
     defined = ~np.isnan(values)
     if not defined.any():
         return float("nan"), float("nan")
-    _, patient_index = np.unique(patients[defined], return_inverse=True)
+    # patients numbered in order of appearance (the data's order), not by sorted key: the
+    # keys are HMACs under the site's secret, so sorting them would give every site (and
+    # every fresh machine) other resamples, and another interval, for the same runs
+    order = {key: i for i, key in enumerate(dict.fromkeys(patients[defined].tolist()))}
+    patient_index = np.fromiter((order[k] for k in patients[defined].tolist()), dtype=np.int64)
     sums = np.bincount(patient_index, weights=values[defined])
     counts = np.bincount(patient_index).astype(np.float64)
     n_patients = len(sums)

@@ -142,10 +142,15 @@ def group_dice(groups: ArrayLike, tp: ArrayLike, fp: ArrayLike, fn: ArrayLike) -
 
     For CT this is the 3-D Dice of each patient's volume. Empty/empty scores 1, as per image.
     Returns:
-        (group names sorted, dice float64 G, iou float64 G, n_images int G,
-        pred_area int G, true_area int G), areas in pixels (voxels for CT).
+        (group names in order of first appearance, dice float64 G, iou float64 G, n_images
+        int G, pred_area int G, true_area int G), areas in pixels (voxels for CT). The
+        data's order, not the sorted keys: keys are HMACs under a site's secret, and a
+        seeded bootstrap over the groups must draw the same patients at every site.
     """
-    names, inverse = np.unique(np.asarray(groups), return_inverse=True)
+    keys = np.asarray(groups).tolist()
+    position = {key: i for i, key in enumerate(dict.fromkeys(keys))}
+    names = np.asarray(list(position), dtype=object if not keys else None)
+    inverse = np.fromiter((position[k] for k in keys), dtype=np.int64, count=len(keys))
 
     def total(a):
         return np.bincount(inverse, weights=np.asarray(a, np.float64), minlength=len(names))
