@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from datamodules.io.atomic import write_text_atomic
 from datamodules.io.errors import DataError
 
 SUBSETS = ("train", "val", "test")
@@ -154,12 +155,11 @@ def check_split(split: Mapping[str, Sequence[str]]) -> None:
 
 
 def save_split(split: Mapping[str, Sequence[str]], path: str | Path, **info) -> Path:
-    """Write the split (and any extra ``info``, e.g. seed) as JSON; returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write the split (and any extra ``info``, e.g. seed) as JSON, atomically; returns the
+    path. This module owns the split format: a run's ``split.json`` and a hand-written
+    ``--data.split_file`` are the same file."""
     payload = {**info, **{s: list(split.get(s, [])) for s in SUBSETS}}
-    path.write_text(json.dumps(payload, indent=1))
-    return path
+    return write_text_atomic(path, json.dumps(payload, indent=1), durable=False)
 
 
 def load_split(path: str | Path) -> Split:
