@@ -95,12 +95,12 @@ def aggregate(cell_runs: CellRuns, column: Column) -> dict | None:
 def fold_sd(cell_runs: CellRuns, values: list[float]) -> float:
     """sd over folds of one value per finished run (seeds averaged per fold); NaN unless
     k-fold with two or more folds."""
-    folds: dict = {}
-    for run, value in zip(cell_runs.finished, values, strict=True):
-        folds.setdefault(run.fold, []).append(value)
+    value_of = {id(r): v for r, v in zip(cell_runs.finished, values, strict=True)}
+    folds = by(cell_runs.finished, "fold")
     if None in folds or len(folds) < 2:
         return NAN
-    return stats.mean_sd([stats.mean_sd(v)[0] for v in folds.values()])[1]
+    means = [stats.mean_sd([value_of[id(r)] for r in group])[0] for group in folds.values()]
+    return stats.mean_sd(means)[1]
 
 
 def stat_cells(

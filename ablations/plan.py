@@ -116,7 +116,7 @@ def requested_config(sweep: Sweep, job: Job, profile, data_dir, runs_root, group
     from experiments.train import lightning_args
 
     args = fit_args(sweep, job, profile, data_dir, runs_root, group, extra)
-    return resolved_config(["fit", *lightning_args("fit", args)])[0]
+    return resolved_config(["fit", *lightning_args("fit", args)])
 
 
 def plan(

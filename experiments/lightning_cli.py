@@ -181,22 +181,19 @@ class PtxCLI(LightningCLI):
         if not self.resolve_only:  # resolving builds nothing random: the RNGs stay as they are
             super()._set_seed()
 
-    def logger_arguments(self) -> dict:
-        """The W&B logger's project, entity, folder, mode, tags and ``log_model``."""
+    def logger_arguments(self, tags: list[str] | None = None) -> dict:
+        """The W&B logger's project, entity, folder, mode, tags and ``log_model``; ``tags``
+        are the run's own (``run_tags``), made from the config when not given."""
         cfg = self.config[self.subcommand] if self.subcommand else self.config
-        settings = cfg.wandb if isinstance(cfg.wandb, WandbSettings) else None
-        settings = settings or WandbSettings(**(cfg.wandb.as_dict() if cfg.wandb else {}))
-        model = cfg.model.as_dict()
-        info = run_info(
-            cfg.run.experiment,
-            cfg.run.profile,
-            cfg.run.group,
-            cfg.run.name,
-            self.modality,
-            model,
-            cfg.seed_everything,
-        )
-        return logger_arguments(settings, self.run_dir, self.modality, run_tags(info))
+        settings = WandbSettings(**(cfg.wandb.as_dict() if cfg.wandb else {}))
+        if tags is None:
+            run, model = cfg.run, cfg.model.as_dict()
+            info = run_info(
+                run.experiment, run.profile, run.group, run.name, self.modality, model,
+                cfg.seed_everything,
+            )  # fmt: skip
+            tags = run_tags(info)
+        return logger_arguments(settings, self.run_dir, self.modality, tags)
 
     def instantiate_trainer(self, **kwargs):
         trainer_cfg = self._get(self.config_init, "trainer")
@@ -233,7 +230,7 @@ class PtxCLI(LightningCLI):
             datamodule = self.datamodule
             logger = create_wandb_logger(
                 self.run_dir,
-                self.logger_arguments(),
+                self.logger_arguments(run_tags(info)),
                 group=run.group,
                 name=run.name,
                 fresh=self.fresh,
@@ -271,12 +268,10 @@ class PtxCLI(LightningCLI):
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best)
 
 
-def resolved_config(args: list[str]) -> tuple[dict, dict]:
-    """(resolved config, W&B logger arguments) of ``ptx``'s LightningCLI ``args`` (with the
-    subcommand first, e.g. ``["fit", "--config", ...]``), without building or running
-    anything."""
-    cli = PtxCLI(args=args, resolve_only=True)
-    return cli.resolved, cli.logger_arguments()
+def resolved_config(args: list[str]) -> dict:
+    """The resolved config of ``ptx``'s LightningCLI ``args`` (with the subcommand first,
+    e.g. ``["fit", "--config", ...]``), without building or running anything."""
+    return PtxCLI(args=args, resolve_only=True).resolved
 
 
 __all__ = ["PtxCLI", "SegmentationDataModule", "resolved_config"]

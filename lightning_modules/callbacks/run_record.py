@@ -64,10 +64,6 @@ class RunRecord(pl.Callback):
         self._earlier_wall_time = 0.0
         self._times_fit = False
 
-    @property
-    def metrics_path(self) -> Path:
-        return self.run_dir / records.METRICS
-
     def _write(self, trainer: pl.Trainer) -> None:
         if trainer.is_global_zero:
             if self._times_fit:
