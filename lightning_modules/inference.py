@@ -45,6 +45,61 @@ def run_files(model: str | Path) -> tuple[Path, Path]:
     return checkpoint, run_dir
 
 
+def load_checkpoint(checkpoint: Path):
+    """The ``SegmentationModule`` of a ``ptx fit`` checkpoint, read with
+    ``torch.load(weights_only=True)``: tensors and plain values only, so loading cannot run
+    code hidden in the file (LightningCLI stores the injected optimiser as its class path).
+    A file holding other objects, or weights that do not fit the network its
+    hyperparameters describe, is refused with what differs."""
+    import pickle
+
+    from lightning_modules.module import SegmentationModule
+
+    try:
+        return SegmentationModule.load_from_checkpoint(
+            checkpoint, map_location="cpu", weights_only=True
+        )
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelError(
+            f"{checkpoint}: refused by torch.load(weights_only=True), it holds more than "
+            f"tensors and plain values ({first}); load only checkpoints written by ptx fit, or "
+            "a bundle (ptx export)"
+        ) from err
+    except RuntimeError as err:
+        if "state_dict" not in str(err):
+            raise
+        raise ModelError(checkpoint_mismatch(checkpoint)) from err
+
+
+def checkpoint_mismatch(checkpoint: Path) -> str:
+    """One line naming how a checkpoint's weights differ from the network it describes."""
+    from lightning_modules.bundle import project_version
+    from lightning_modules.nets import create_model
+
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    h = saved.get("hyper_parameters", {})
+    net = create_model(
+        h.get("net"), in_channels=h.get("in_channels", 1), classes=h.get("classes", 2),
+        **(h.get("net_kwargs") or {}),
+    )  # fmt: skip
+    built = net.state_dict()
+    weights = {k[4:]: v for k, v in saved["state_dict"].items() if k.startswith("net.")}
+    missing = sorted(set(built) - set(weights))
+    unexpected = sorted(set(weights) - set(built))
+    shapes = [
+        f"{k} {tuple(weights[k].shape)} vs {tuple(built[k].shape)}"
+        for k in sorted(set(built) & set(weights))
+        if weights[k].shape != built[k].shape
+    ]
+    written_by = saved.get("ptx_seg_version", "an unknown version")
+    return (
+        f"{checkpoint}: its weights do not fit {h.get('net')} {h.get('net_kwargs') or {}} as "
+        f"ptx-seg {project_version()} builds it (checkpoint written by ptx-seg {written_by}): "
+        f"missing {missing[:3]}, unexpected {unexpected[:3]}, shape differs {shapes[:3]}"
+    )
+
+
 @dataclass
 class Prediction:
     """PTX probabilities of a batch: ``grid`` on the network's grid (``N x s x s``) and
@@ -97,15 +152,9 @@ class Predictor:
             return cls(net, size, channels, rule, config, device, tta, hparams)
         if backend != "torch":
             raise ModelError(f"{model}: --backend {backend} needs a bundle (ptx export first)")
-        from lightning_modules.module import SegmentationModule
-
         checkpoint, run_dir = run_files(model)
         config = records.read_config(run_dir)
-        # a run's checkpoint holds the injected optimiser class among its hyperparameters,
-        # which weights_only refuses; bundles (safetensors) are the safe format to share
-        module = SegmentationModule.load_from_checkpoint(
-            checkpoint, map_location="cpu", weights_only=False
-        )
+        module = load_checkpoint(checkpoint)
         record = records.read_status(run_dir)
         h = module.hparams
         if "diagnosis" in record:

@@ -6,7 +6,9 @@ optimiser and the learning-rate scheduler are injected as LightningCLI callables
 Train, validation and test share :meth:`SegmentationModule.model_step`; validation and test
 accumulate per-image confusion counts in a :class:`SegmentationMetrics` per stage (built in
 ``setup`` from the evaluation index the data hands over, ``set_evaluation_data``) and log
-every set-level key as ``val/<key>`` and ``test/<key>``. Prediction is the argmax over
+every set-level key as ``val/<key>`` and ``test/<key>``; the whole result of a pass (with the
+per-image and per-patient rows of the test) goes to the callbacks that listen for it
+(``lightning_modules.evaluation``), never parked on the module. Prediction is the argmax over
 classes (class 1 = pneumothorax); the image-level call is the diagnosis rule's
 (``lightning_modules.diagnosis``) on the PTX probabilities. With the ``tuned`` rule,
 validating a checkpoint (the validation ``ptx fit`` runs on its best checkpoint) also
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
 
 import pytorch_lightning as pl
 import torch
@@ -24,6 +27,7 @@ from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 
 from datamodules.dataset import EvaluationIndex
 from lightning_modules.diagnosis import PAPER_MIN_AREA, RULES, DiagnosisRule
+from lightning_modules.evaluation import EvaluationResult, publish
 from lightning_modules.losses import create_loss
 from lightning_modules.metrics import SegmentationMetrics
 from lightning_modules.nets import create_model, model_entry
@@ -113,9 +117,6 @@ class SegmentationModule(pl.LightningModule):
         self.evaluation_index: dict[str, EvaluationIndex] = {}  # set_evaluation_data
         self.native_size: int | None = None
         self.metrics: dict[str, SegmentationMetrics] = {}
-        self.results: dict[str, dict[str, float]] = {}  # last set-level metrics per stage
-        self.per_image: dict[str, list[dict]] = {}  # last per-image rows per stage (test)
-        self.per_patient: dict[str, list[dict]] = {}  # last per-patient 3-D rows (test)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """``B x in_channels x H x W`` images in [0, 1] -> ``B x classes x H x W`` logits."""
@@ -203,7 +204,6 @@ class SegmentationModule(pl.LightningModule):
             metric.reset()
             return
         results = metric.compute()  # collective under DDP: every rank gets the same values
-        self.results[stage] = results
         if stage == "val" and self._tuning:
             self.rule = tune_rule(self.threshold_counts.compute(), self.threshold_counts.grid)
             self.threshold_counts.reset()
@@ -212,9 +212,10 @@ class SegmentationModule(pl.LightningModule):
                 self.rule.describe(),
                 self.rule.objective,
             )
-        if stage == "test":
-            self.per_image[stage] = metric.per_image()
-            self.per_patient[stage] = metric.per_patient()
+        result = EvaluationResult(stage, results, diagnosis=self.rule.to_dict())
+        if stage == "test":  # the rows are for the record of the test only
+            result = replace(result, per_image=metric.per_image(), per_patient=metric.per_patient())
+        publish(self.trainer, self, result)
         logged = {f"{stage}/{k}": float(v) for k, v in results.items()}
         shown = {k: logged.pop(k) for k in (f"{stage}/dice",) if k in logged}
         # identical on every rank, so the mean across ranks changes nothing (and no warning)
@@ -227,6 +228,12 @@ class SegmentationModule(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._epoch_end("test")
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        from lightning_modules.bundle import project_version
+
+        # named when a later version cannot load these weights (inference.load_checkpoint)
+        checkpoint["ptx_seg_version"] = project_version()
 
     # ---- optimisation ---------------------------------------------------------------------
     def configure_optimizers(self):

@@ -164,3 +164,53 @@ def test_overlay_images_are_fixed_by_seed_positives_first():
     assert (
         overlay_indices(positive, 20, seed=0) != [] and len(overlay_indices(positive, 20, 0)) == 10
     )
+
+
+class _Listener(pl.Callback):
+    """Keeps every EvaluationResult it is handed, as RunRecord does."""
+
+    def __init__(self):
+        self.results = []
+
+    def on_evaluation_result(self, trainer, pl_module, result):
+        self.results.append(result)
+
+
+def test_evaluation_results_reach_listening_callbacks_not_the_module():
+    from datamodules.dataset import EvaluationIndex
+
+    n, size = 4, 64
+    images = _batch(n, size)
+    masks = images["mask"].to(torch.uint8)
+    masks[1::2] = 0  # images 1 and 3 have no pneumothorax
+    items = [{"image": images["image"][i], "mask": masks[i], "index": i} for i in range(n)]
+    batches = torch.utils.data.DataLoader(items, batch_size=2)
+    ids = tuple(f"img{i}" for i in range(n))
+    index = EvaluationIndex(ids, ("p0", "p0", "p1", "p1"), np.array([1, 0, 1, 0], bool))
+    module = SegmentationModule(**UNET18, optimizer=functools.partial(torch.optim.Adam, lr=1e-3))
+    module.set_evaluation_data({"val": index, "test": index})
+    listener = _Listener()
+    trainer = pl.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=[listener],
+    )
+    trainer.fit(module, train_dataloaders=batches, val_dataloaders=batches)
+    trainer.test(module, dataloaders=batches, verbose=False)
+    val, test = listener.results
+    assert (val.stage, test.stage) == ("val", "test")
+    assert val.per_image == [] and set(val.metrics) < set(test.metrics)  # + Hausdorff
+    assert "hd95" in test.metrics and "hd95" not in val.metrics
+    assert test.metrics["n_images"] == n and test.metrics["n_positive"] == 2
+    assert [row["id"] for row in test.per_image] == list(ids)
+    assert sorted(row["patient"] for row in test.per_patient) == ["p0", "p1"]
+    assert test.diagnosis == module.rule.to_dict()
+    # full precision, not the float32 of trainer.callback_metrics
+    assert isinstance(test.metrics["dice_kaggle"], float)
+    for parked in ("results", "per_image", "per_patient"):
+        assert not hasattr(module, parked)

@@ -28,9 +28,9 @@ from experiments.cli import main as ptx
 from experiments.predict_ct import find_volumes, predict_volume
 from experiments.predict_xray import find_radiographs, predict_radiograph, write_submission
 from experiments.train import fit_cli
-from lightning_modules.bundle import BundleError, load_bundle
+from lightning_modules.bundle import BundleError, load_bundle, project_version
 from lightning_modules.diagnosis import DiagnosisRule
-from lightning_modules.inference import Predictor
+from lightning_modules.inference import ModelError, Predictor
 from lightning_modules.volumetry import voxel_volume_ml
 
 DARK = 0.2  # the threshold network's PTX: windowed CT (or radiograph) values below this
@@ -281,3 +281,33 @@ def test_load_model_is_the_python_api_of_predict(ct_run):
     model = load_model(ct_run)
     prediction = model.probabilities(np.zeros((2, 96, 80), dtype=np.float32))
     assert prediction.grid.shape == (2, 64, 64) and prediction.native.shape == (2, 96, 80)
+
+
+def test_checkpoints_load_weights_only_and_foreign_ones_are_refused_naming_what_differs(
+    ct_run, tmp_path
+):
+    import functools
+    import re
+    import shutil
+
+    checkpoint = torch.load(ct_run / "checkpoints" / "best.ckpt", weights_only=True)
+    assert checkpoint["ptx_seg_version"] == project_version()
+    run = tmp_path / "run"
+    shutil.copytree(ct_run, run, ignore=shutil.ignore_patterns("wandb"))
+    target = run / "checkpoints" / "best.ckpt"
+    torch.save({**checkpoint, "hook": functools.partial(print, "ran")}, target)
+    refused = r"best\.ckpt: refused by torch\.load\(weights_only=True\)"
+    with pytest.raises(ModelError, match=refused):
+        Predictor.load(run)
+    state = dict(checkpoint["state_dict"])
+    conv = next(k for k, v in state.items() if k.startswith("net.") and v.ndim == 4)
+    state[conv] = torch.zeros(3, 3, 3, 3)
+    dropped = next(k for k in reversed(state) if k.startswith("net."))
+    del state[dropped]
+    torch.save({**checkpoint, "state_dict": state, "ptx_seg_version": "0.0.1"}, target)
+    with pytest.raises(ModelError) as refused:
+        Predictor.load(run)
+    message = str(refused.value)
+    assert "\n" not in message and "written by ptx-seg 0.0.1" in message
+    assert re.search(rf"missing \['{re.escape(dropped[4:])}'\]", message)
+    assert f"{conv[4:]} (3, 3, 3, 3) vs" in message

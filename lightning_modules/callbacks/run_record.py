@@ -5,7 +5,8 @@
 loss and the validation metrics, for the training curves of a sweep report), at the end of
 training (``fitted``) and after the test (``finished``), or
 ``failed`` with the error; ``per_image.csv`` and ``per_patient.csv`` after the test. Only
-global rank 0 writes.
+global rank 0 writes. The numbers arrive from the module with each pass
+(``on_evaluation_result``, ``lightning_modules.evaluation``) and are kept here until written.
 A sweep reads nothing else, so every number it tabulates comes from here. The files'
 format has one owner, ``lightning_modules.records``, which writes them here.
 """
@@ -21,6 +22,7 @@ import pytorch_lightning as pl
 import torch
 
 from lightning_modules import records
+from lightning_modules.evaluation import EvaluationResult
 from lightning_modules.metric_functions import RECORD_VERSION
 
 log = logging.getLogger("ptx.run")
@@ -60,6 +62,7 @@ class RunRecord(pl.Callback):
         self.resumed = resumed
         self.complexity = complexity
         self.record: dict | None = None
+        self.results: dict[str, EvaluationResult] = {}  # the last pass of each stage
         self._start = 0.0
         self._earlier_wall_time = 0.0
         self._times_fit = False
@@ -99,10 +102,14 @@ class RunRecord(pl.Callback):
         self.record["status"] = records.RUNNING
         self._write(trainer)
 
+    def on_evaluation_result(self, trainer, pl_module, result: EvaluationResult) -> None:
+        self.results[result.stage] = result
+
     def on_validation_end(self, trainer, pl_module) -> None:
-        if trainer.sanity_checking or "val" not in pl_module.results:
+        result = self.results.pop("val", None)
+        if trainer.sanity_checking or result is None:
             return
-        self.record["val"] = pl_module.results["val"]
+        self.record["val"] = result.metrics
         if trainer.state.fn == "fit":
             self.record["epochs"] = trainer.current_epoch + 1
         else:  # validating a checkpoint (after fit: the best one)
@@ -132,16 +139,17 @@ class RunRecord(pl.Callback):
         self._write(trainer)
 
     def on_test_end(self, trainer, pl_module) -> None:
-        self.record["test"] = test = pl_module.results["test"]
+        result = self.results.pop("test")
+        self.record["test"] = test = result.metrics
         self.record["test_checkpoint"] = Path(trainer.ckpt_path or "").name or None
-        self.record["diagnosis"] = pl_module.rule.to_dict()
+        self.record["diagnosis"] = result.diagnosis
         self.record["status"] = records.FINISHED
         self._write(trainer)
         if not trainer.is_global_zero:
             return
-        rows = pl_module.per_image["test"]
+        rows = result.per_image
         records.write_per_image(self.run_dir, rows)
-        records.write_per_patient(self.run_dir, pl_module.per_patient.get("test", []))
+        records.write_per_patient(self.run_dir, result.per_patient)
         log.info(
             "run record %s: test dice %.4f over %d images with pneumothorax (%d patients), "
             "3-D dice %.4f, empty-image false positives %.3f, Kaggle dice %.4f (%d images)",

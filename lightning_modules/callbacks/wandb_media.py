@@ -12,6 +12,8 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import WandbLogger
 
+from lightning_modules.evaluation import EvaluationResult
+
 CLASS_LABELS = {0: "background", 1: "pneumothorax"}
 
 
@@ -48,7 +50,8 @@ def gather_items(items: list, trainer: pl.Trainer) -> list:
 
 class WandbOverlays(pl.Callback):
     """Log ``<stage>/overlays`` (W&B images with masks) at validation and test, and
-    ``test/per_image`` (a W&B table of ``SegmentationModule.per_image``) after the test.
+    ``test/per_image`` (a W&B table of the test's per-image rows, handed over by the module
+    through ``on_evaluation_result``) after the test.
 
     Args:
         n_images: overlays per stage.
@@ -60,6 +63,7 @@ class WandbOverlays(pl.Callback):
         self.seed = seed
         self.chosen: dict[str, set[int]] = {}
         self.items: dict[str, list] = {}
+        self.results: dict[str, EvaluationResult] = {}  # on_evaluation_result
 
     @staticmethod
     def _active(trainer: pl.Trainer) -> bool:
@@ -113,9 +117,14 @@ class WandbOverlays(pl.Callback):
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
         self._collect("test", trainer, outputs, batch)
 
+    def on_evaluation_result(self, trainer, pl_module, result: EvaluationResult) -> None:
+        if result.stage == "test":
+            self.results["test"] = result
+
     def on_test_end(self, trainer, pl_module) -> None:
         self._log_overlays("test", trainer)
-        rows = pl_module.per_image.get("test") if self._active(trainer) else None
+        result = self.results.pop("test", None)
+        rows = result.per_image if result is not None and self._active(trainer) else None
         if trainer.is_global_zero and rows:
             columns = list(rows[0])
             data = [[row[c] for c in columns] for row in rows]
