@@ -31,6 +31,8 @@ from datamodules.splits import SUBSETS, Split, check_split, load_split, save_spl
 from datamodules.transforms import resize_images, resize_masks
 
 log = logging.getLogger("ptx.data")
+# the subsets each Lightning stage reads (fit also tests after training: all three)
+STAGE_SUBSETS = {"fit": SUBSETS, "validate": ("val",), "test": ("test",), "predict": ()}
 
 
 class SegmentationDataModule(pl.LightningDataModule):
@@ -187,14 +189,25 @@ class SegmentationDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_dataset is None:
             self._build_datasets()
+        self._check_subsets(STAGE_SUBSETS.get(stage or "", SUBSETS))
         self._hand_over()
 
+    def _check_subsets(self, needed: Sequence[str]) -> None:
+        """Raise DataError if a subset the stage reads is empty (a test of every case,
+        ``split_fractions [0, 0, 1]``, needs only the test subset)."""
+        for subset in needed:
+            if not len(getattr(self, f"{subset}_dataset")):
+                raise DataError(
+                    f"the {subset} split is empty ({self.report['cases']} cases in all): "
+                    "give more data or other split fractions",
+                    path=self.data_root,
+                )
+
     def evaluation_index(self) -> dict[str, EvaluationIndex]:
-        """``{"val": ..., "test": ...}``: the images each evaluation stage scores."""
-        return {
-            "val": self.val_dataset.evaluation_index(),
-            "test": self.test_dataset.evaluation_index(),
-        }
+        """``{"val": ..., "test": ...}``: the images each evaluation stage scores (a stage
+        whose subset is empty is left out)."""
+        datasets = {"val": self.val_dataset, "test": self.test_dataset}
+        return {stage: ds.evaluation_index() for stage, ds in datasets.items() if len(ds)}
 
     def _hand_over(self) -> None:
         """Give the trainer's LightningModule what its metrics need (the evaluation index
@@ -216,13 +229,7 @@ class SegmentationDataModule(pl.LightningDataModule):
         self.split = self.draw_split(cases)
         check_split(self.split)
         by_subset = {s: [c for c in cached if c.patient in set(self.split[s])] for s in SUBSETS}
-        for subset, members in by_subset.items():
-            if not members:
-                raise DataError(
-                    f"the {subset} split is empty ({len(cases)} cases in all): "
-                    "give more data or other split fractions",
-                    path=self.data_root,
-                )
+        self.report["cases"] = len(cases)
         keep = self._train_keep(by_subset["train"])
         self.train_dataset = SliceDataset(by_subset["train"], self.in_channels, self.hflip, keep)
         self.val_dataset = SliceDataset(by_subset["val"], self.in_channels)
@@ -230,7 +237,7 @@ class SegmentationDataModule(pl.LightningDataModule):
         self._log_report(cases)
 
     def _train_keep(self, cases: Sequence[CachedCase]) -> np.ndarray | None:
-        if self.train_negative_fraction >= 1.0:
+        if self.train_negative_fraction >= 1.0 or not cases:
             return None
         positive = np.concatenate([np.asarray(c.positive, dtype=bool) for c in cases])
         rng = np.random.default_rng(self.seed)

@@ -1,13 +1,11 @@
 """On-disk cache of preprocessed samples, shared by runs, processes and DataLoader workers.
 
-Decoding, HU conversion, windowing and resizing happen once per case
-(:meth:`PreprocessingCache.cached_cases`, at set-up). An entry is three files named by a
-hash (no patient identifier reaches the cache): ``<key>.image.npy``
-(uint16 N x H x W, the [0, 1] intensities x 65535: 16 bits at every grey level, where
-float16 had 11 near 1), ``<key>.mask.npy`` (uint8 N x H x W) and ``<key>.json``, the index
-written last. The index records the cache version, a digest of the source files' paths,
-sizes and modification times, and the byte count and CRC-32 of each array file, and carries
-a CRC-32 of its own content.
+Decoding, HU conversion, windowing and resizing happen once per case, at set-up. An entry
+is three files named by a hash (no patient identifier reaches the cache): ``<key>.image.npy``
+(uint16 N x H x W, the [0, 1] intensities x 65535: float16 had only 11 bits near 1),
+``<key>.mask.npy`` (uint8) and ``<key>.json``, the index written last: the cache version, a
+digest of the sources' paths, sizes and mtimes, each array's byte count and CRC-32, and a
+CRC-32 of its own content.
 
 :meth:`PreprocessingCache.problem` checks all of that before an entry is used (once per
 case at set-up; reading the arrays costs about as much as copying them). A stale entry (its

@@ -247,7 +247,8 @@ class PtxCLI(LightningCLI):
         """A lone ``ptx test`` of a run whose rule was tuned applies the tuned thresholds."""
         if self.model.hparams.diagnosis_rule != "tuned" or self.model.rule is not None:
             return
-        stored = records.read_status(self.run_dir).get("diagnosis")
+        source = self.config[self.subcommand].run.model_run or self.run_dir
+        stored = records.read_status(Path(source)).get("diagnosis")
         if stored and stored.get("tuned_on"):
             self.model.rule = DiagnosisRule.from_dict(stored)
             log.info("diagnosis rule from the run record: %s", self.model.rule.describe())

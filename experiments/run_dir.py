@@ -37,6 +37,8 @@ class RunSettings:
             epochs (0: only at the end of training and when interrupted; see
             ``lightning_modules.callbacks.last_checkpoint``).
         sweep, cell: the sweep and cell id that ran it (``ptx sweep`` sets them).
+        model_run: the trained run an external test scores (``ptx test --model``); its
+            tuned diagnosis rule is the one applied.
     """
 
     experiment: str | None = None
@@ -49,6 +51,7 @@ class RunSettings:
     last_checkpoint_every_n_epochs: int = 1
     sweep: str | None = None
     cell: str | None = None
+    model_run: str | None = None
 
 
 def _slug(text: str) -> str:

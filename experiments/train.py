@@ -4,6 +4,7 @@
              [--group G] [--name N] [--runs-dir D] [--overwrite] [--ckpt_path last]
              [--KEY VALUE ...]
     ptx test --exp ct/efa_net [same options as the fit] [--ckpt_path best|last|PATH]
+    ptx test --model RUN --data DIR [--split all] [--out DIR]   (experiments.external_test)
 
 The options above are this wrapper's; every other ``--KEY VALUE`` goes to LightningCLI
 unchanged, e.g. ``--trainer.max_epochs 5``, ``--model.optimizer.lr 3e-4``,
@@ -52,6 +53,10 @@ def build_parser(command: str) -> argparse.ArgumentParser:
         parser.add_argument(
             "--overwrite", action="store_true", help="delete an earlier run of this name first"
         )
+    if command == "test":
+        from experiments.external_test import add_arguments
+
+        add_arguments(parser)
     return parser
 
 
@@ -88,6 +93,10 @@ def lightning_args(command: str, argv: list[str], gpu: bool | None = None) -> li
     """
     options, rest = build_parser(command).parse_known_args(argv)
     check_old_keys(rest)
+    if getattr(options, "model", None):
+        from experiments.external_test import external_args
+
+        return external_args(options, rest)
     args: list[str] = []
     if options.exp:
         if gpu is None:
