@@ -180,3 +180,27 @@ def write_enhanced(
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
     return path
+
+
+def check_dicom_seg(path, files, expected):
+    """highdicom reads the SEG back: it references the source series, one frame per slice
+    with pneumothorax, each equal to the mask of its source slice."""
+    import highdicom as hd
+    import pydicom
+
+    from datamodules.readers.dicom_series import read_dicom_series
+
+    seg = hd.seg.segread(path)
+    sources = {pydicom.dcmread(f).SOPInstanceUID: pydicom.dcmread(f) for f in files}
+    series = {ds.SeriesInstanceUID for ds in sources.values()}
+    referenced = {item.SeriesInstanceUID for item in seg.ReferencedSeriesSequence}
+    assert referenced == series and seg.Modality == "SEG"
+    assert seg.NumberOfFrames == int(expected.any(axis=(0, 1)).sum())
+    frames = seg.pixel_array.reshape(int(seg.NumberOfFrames), seg.Rows, seg.Columns)
+    hu, _ = read_dicom_series(files)
+    positions = [float(pydicom.dcmread(f).ImagePositionPatient[2]) for f in files]
+    for frame, item in zip(frames, seg.PerFrameFunctionalGroupsSequence, strict=True):
+        uid = item.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+        z = float(sources[uid].ImagePositionPatient[2])
+        k = sorted(positions).index(z)  # read_dicom_series sorts slices along the normal
+        assert np.array_equal(frame.astype(bool), expected[:, :, k].T)

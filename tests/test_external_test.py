@@ -9,20 +9,14 @@ import pytest
 
 from datamodules.phantom.ct import generate_ct_phantom
 from experiments.cli import main as ptx
-from experiments.train import fit_cli
 from lightning_modules import records
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    runs = tmp_path_factory.mktemp("runs")
-    args = ["--exp", "ct/unet", "--profile", "quick", "--runs-dir", str(runs)]
-    args += ["--data.phantom", "{patients: 8, size: 96, slices: 12}"]
-    args += ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2"]
-    assert fit_cli(args) == 0
+def trained(ct_run, tmp_path_factory):
     external = tmp_path_factory.mktemp("external")
     generate_ct_phantom(external, patients=3, seed=11, size=80, slices=10)
-    return runs / "ct" / "unet-resnet34-ce-s0", external
+    return ct_run, external
 
 
 def test_every_case_of_an_external_folder_is_scored_and_the_run_is_untouched(trained, tmp_path):

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import csv
 import json
-from argparse import Namespace
 
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from ct_fixtures import check_dicom_seg
+from predict_fixtures import DARK, options, predictor
 from torch import nn
 
 from datamodules.phantom.ct import generate_ct_phantom
@@ -27,33 +28,10 @@ from datamodules.transforms import lung_window
 from experiments.cli import main as ptx
 from experiments.predict_ct import find_volumes, predict_volume
 from experiments.predict_xray import find_radiographs, predict_radiograph, write_submission
-from experiments.train import fit_cli
 from lightning_modules.bundle import BundleError, load_bundle, project_version
 from lightning_modules.diagnosis import DiagnosisRule
 from lightning_modules.inference import ModelError, Predictor
 from lightning_modules.volumetry import voxel_volume_ml
-
-DARK = 0.2  # the threshold network's PTX: windowed CT (or radiograph) values below this
-
-
-class DarkIsPneumothorax(nn.Module):
-    """Logits of PTX = 40 * (DARK - x): a network whose masks are known in advance."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        ptx = 40.0 * (DARK - x[:, :1])
-        return torch.cat([torch.zeros_like(ptx), ptx], dim=1)
-
-
-def predictor(modality: str, tta: str = "none") -> Predictor:
-    data = (
-        "datamodules.xray.XRayDataModule" if modality == "xray" else "datamodules.ct.CTDataModule"
-    )
-    config = {"data": {"class_path": data, "init_args": {}}}
-    return Predictor(DarkIsPneumothorax(), None, 1, DiagnosisRule("paper", 50), config, tta=tta)
-
-
-def options(**kw):
-    return Namespace(**{"batch_size": 4, "save_probabilities": False, **kw})
 
 
 @pytest.fixture(scope="module")
@@ -93,28 +71,6 @@ def test_ct_mask_lies_on_the_input_grid_voxel_for_voxel(ct_scans, tmp_path):
             check_dicom_seg(tmp_path / row["dicom_seg"], volume.files, expected)
         else:
             assert row["dicom_seg"] is None
-
-
-def check_dicom_seg(path, files, expected):
-    """highdicom reads the SEG back: it references the source series, one frame per slice
-    with pneumothorax, each equal to the mask of its source slice."""
-    import highdicom as hd
-    import pydicom
-
-    seg = hd.seg.segread(path)
-    sources = {pydicom.dcmread(f).SOPInstanceUID: pydicom.dcmread(f) for f in files}
-    series = {ds.SeriesInstanceUID for ds in sources.values()}
-    referenced = {item.SeriesInstanceUID for item in seg.ReferencedSeriesSequence}
-    assert referenced == series and seg.Modality == "SEG"
-    assert seg.NumberOfFrames == int(expected.any(axis=(0, 1)).sum())
-    frames = seg.pixel_array.reshape(int(seg.NumberOfFrames), seg.Rows, seg.Columns)
-    hu, _ = read_dicom_series(files)
-    positions = [float(pydicom.dcmread(f).ImagePositionPatient[2]) for f in files]
-    for frame, item in zip(frames, seg.PerFrameFunctionalGroupsSequence, strict=True):
-        uid = item.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
-        z = float(sources[uid].ImagePositionPatient[2])
-        k = sorted(positions).index(z)  # read_dicom_series sorts slices along the normal
-        assert np.array_equal(frame.astype(bool), expected[:, :, k].T)
 
 
 class LeftHeavy(nn.Module):
@@ -170,16 +126,6 @@ def test_xray_masks_overlays_and_submission_round_trip(radiographs, tmp_path):
                 decoded |= rle_decode(rle.encoded, *mask.shape)
         assert np.array_equal(decoded, mask if row["ptx"] else np.zeros_like(mask))
         assert (tmp_path / "overlays" / f"{item.name}.png").is_file()
-
-
-@pytest.fixture(scope="module")
-def ct_run(tmp_path_factory):
-    runs = tmp_path_factory.mktemp("runs")
-    args = ["--exp", "ct/unet", "--profile", "quick", "--runs-dir", str(runs)]
-    args += ["--data.phantom", "{patients: 8, size: 96, slices: 12}"]
-    args += ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2"]
-    assert fit_cli(args) == 0
-    return runs / "ct" / "unet-resnet34-ce-s0"
 
 
 def test_predict_cli_from_a_run_folder_writes_every_case_and_resumes(
