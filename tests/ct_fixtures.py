@@ -188,17 +188,14 @@ def check_dicom_seg(path, files, expected):
     import highdicom as hd
     import pydicom
 
-    from datamodules.readers.dicom_series import read_dicom_series
-
     seg = hd.seg.segread(path)
-    sources = {pydicom.dcmread(f).SOPInstanceUID: pydicom.dcmread(f) for f in files}
+    sources = {ds.SOPInstanceUID: ds for ds in map(pydicom.dcmread, files)}
     series = {ds.SeriesInstanceUID for ds in sources.values()}
     referenced = {item.SeriesInstanceUID for item in seg.ReferencedSeriesSequence}
     assert referenced == series and seg.Modality == "SEG"
     assert seg.NumberOfFrames == int(expected.any(axis=(0, 1)).sum())
     frames = seg.pixel_array.reshape(int(seg.NumberOfFrames), seg.Rows, seg.Columns)
-    hu, _ = read_dicom_series(files)
-    positions = [float(pydicom.dcmread(f).ImagePositionPatient[2]) for f in files]
+    positions = [float(ds.ImagePositionPatient[2]) for ds in sources.values()]
     for frame, item in zip(frames, seg.PerFrameFunctionalGroupsSequence, strict=True):
         uid = item.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
         z = float(sources[uid].ImagePositionPatient[2])
