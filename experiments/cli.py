@@ -29,6 +29,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "test": ("experiments.train:test_cli", "test a checkpoint, write metrics and per-image table"),
     "predict": ("experiments.predict:cli", "apply a trained run to new CT volumes or radiographs"),
     "export": ("experiments.export:cli", "write a run as safetensors + config.json + ONNX"),
+    "tune-postprocessing": (
+        "experiments.tune_postprocessing:cli",
+        "choose a run's SIIM-ACR post-processing triplet on its validation split",
+    ),
     "model-table": ("lightning_modules.complexity:cli", "parameters and GMACs of every model"),
     "sweep": ("ablations.runner:cli", "run a paper table's grid of experiments"),
     "report": ("ablations.report:cli", "rebuild a sweep's table and figures from its runs"),

@@ -244,11 +244,21 @@ class PtxCLI(LightningCLI):
         return trainer
 
     def before_test(self) -> None:
-        """A lone ``ptx test`` of a run whose rule was tuned applies the tuned thresholds."""
-        if self.model.hparams.diagnosis_rule != "tuned" or self.model.rule is not None:
+        """A lone ``ptx test`` applies the rule ``ptx tune-postprocessing`` stored for the run,
+        else, for a run trained with the ``tuned`` rule, the thresholds its fit tuned."""
+        if self.model.rule is not None:
             return
-        source = self.config[self.subcommand].run.model_run or self.run_dir
-        stored = records.read_status(Path(source)).get("diagnosis")
+        source = Path(self.config[self.subcommand].run.model_run or self.run_dir)
+        chosen = records.read_postprocessing(source)
+        if chosen is not None:
+            self.model.rule = DiagnosisRule.from_dict(chosen)
+            log.info(
+                "diagnosis rule from %s: %s", records.POSTPROCESSING, self.model.rule.describe()
+            )
+            return
+        if self.model.hparams.diagnosis_rule != "tuned":
+            return
+        stored = records.read_status(source).get("diagnosis")
         if stored and stored.get("tuned_on"):
             self.model.rule = DiagnosisRule.from_dict(stored)
             log.info("diagnosis rule from the run record: %s", self.model.rule.describe())

@@ -2,9 +2,10 @@
 
 The predictor keeps what a run needs to see new images as it saw its training images: the
 network (from the checkpoint), the image size and input channels of its data config, and
-the diagnosis rule its test used (``metrics.json``, so a rule tuned on validation is applied
-unchanged). :meth:`Predictor.probabilities` takes images in [0, 1] at any size and returns
-the pneumothorax probability on the network's grid and, upsampled, on the input's grid.
+the diagnosis rule of its ``postprocessing.json`` (``ptx tune-postprocessing``), else the one
+its test used (``metrics.json``, so a rule tuned on validation is applied unchanged).
+:meth:`Predictor.probabilities` takes images in [0, 1] at any size and returns the
+pneumothorax probability on the network's grid and, upsampled, on the input's grid.
 """
 
 from __future__ import annotations
@@ -156,8 +157,11 @@ class Predictor:
         config = records.read_config(run_dir)
         module = load_checkpoint(checkpoint)
         record = records.read_status(run_dir)
+        chosen = records.read_postprocessing(run_dir)  # ptx tune-postprocessing, if run
         h = module.hparams
-        if "diagnosis" in record:
+        if chosen is not None:
+            rule = DiagnosisRule.from_dict(chosen)
+        elif "diagnosis" in record:
             rule = DiagnosisRule(**record["diagnosis"])
         else:  # a run without its test: the rule it was trained with (untuned)
             rule = DiagnosisRule("paper" if h.diagnosis_rule == "tuned" else h.diagnosis_rule,

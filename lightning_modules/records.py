@@ -11,6 +11,9 @@ reader of each (docs/design.md, "Run records").
   Dice and IoU from the summed counts of its images (``SegmentationMetrics.per_patient``).
 - ``predictions.npz`` (:func:`write_predictions`, :func:`read_predictions`): the fixed
   overlay images, ``ids``, ``image``, ``true``, ``pred``.
+- ``postprocessing.json`` (:func:`write_postprocessing`, :func:`read_postprocessing`): the
+  diagnosis rule ``ptx tune-postprocessing`` chose on the run's validation split after
+  training, which ``ptx predict``, ``ptx export`` and ``ptx test --model`` apply.
 - ``config.yaml`` (written by LightningCLI, :func:`read_config`) and ``split.json``
   (``datamodules.splits``).
 
@@ -38,6 +41,7 @@ METRICS, PER_IMAGE, PER_PATIENT, PREDICTIONS, CONFIG, SPLIT = (
     "metrics.json", "per_image.csv", "per_patient.csv", "predictions.npz", "config.yaml",
     "split.json",
 )  # fmt: skip
+POSTPROCESSING = "postprocessing.json"
 RECORD_FILES = (METRICS, PER_IMAGE, CONFIG, SPLIT)  # what makes a folder hold a run
 CREATED, RUNNING, FITTED, FINISHED, FAILED = "created", "running", "fitted", "finished", "failed"
 PREDICTION_KEYS = ("ids", "image", "true", "pred")
@@ -99,6 +103,13 @@ def write_predictions(run_dir: Path, arrays: dict[str, np.ndarray]) -> Path:
     return write_bytes_atomic(Path(run_dir) / PREDICTIONS, buffer.getvalue(), durable=False)
 
 
+def write_postprocessing(run_dir: Path, record: dict) -> Path:
+    """``postprocessing.json``: ``diagnosis`` (a ``DiagnosisRule.to_dict``), ``checkpoint``,
+    ``val`` (the validation metrics under that rule), ``record_version``; atomically."""
+    text = json.dumps(json_safe(record), indent=1, allow_nan=False) + "\n"
+    return write_text_atomic(Path(run_dir) / POSTPROCESSING, text, durable=False)
+
+
 # ---- readers --------------------------------------------------------------------------------
 def read_status(run_dir: Path) -> dict:
     """``metrics.json`` of a run, leniently: empty when absent or unreadable (a run that never
@@ -108,6 +119,26 @@ def read_status(run_dir: Path) -> dict:
     except (OSError, ValueError):
         return {}
     return record if isinstance(record, dict) else {}
+
+
+def read_postprocessing(run_dir: Path) -> dict | None:
+    """The diagnosis rule ``ptx tune-postprocessing`` stored for a run (None: never tuned).
+
+    Raises:
+        RecordError: the file is not valid JSON or holds no ``diagnosis``.
+    """
+    path = Path(run_dir) / POSTPROCESSING
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except ValueError as err:
+        raise RecordError(
+            f"{path}: not valid JSON ({err}); rerun ptx tune-postprocessing"
+        ) from None
+    if not isinstance(record, dict) or not isinstance(record.get("diagnosis"), dict):
+        raise RecordError(f"{path}: holds no 'diagnosis' rule; rerun ptx tune-postprocessing")
+    return record["diagnosis"]
 
 
 def read_config(run_dir: Path) -> dict:
