@@ -10,6 +10,7 @@ import numpy as np
 from datamodules.io.errors import DataError
 from datamodules.layouts.ct import NIFTI_SUFFIXES
 from datamodules.layouts.privacy import anonymous_key
+from datamodules.readers.dicom_enhanced import frame_headers, is_multiframe
 from datamodules.readers.dicom_series import (
     read_series_headers,
     series_files,
@@ -95,12 +96,12 @@ def predict_volume(predictor, volume: Volume, out: Path, args) -> dict:
     calls = predictor.calls(prediction.grid)
     masks = predictor.masks(prediction.native, calls)
     mask = np.ascontiguousarray(masks.transpose(2, 1, 0))  # slices -> canonical (i, j, k)
-    write_nifti(out / f"{volume.name}_ptx.nii.gz", from_canonical(mask, affine), affine)
+    source_mask = from_canonical(mask, affine)  # the input's own voxel order
+    write_nifti(out / f"{volume.name}_ptx.nii.gz", source_mask, affine)
     if args.save_probabilities:
         native = np.ascontiguousarray(prediction.native.transpose(2, 1, 0), dtype=np.float32)
         path = out / f"{volume.name}_probabilities.nii.gz"
         write_nifti(path, from_canonical(native, affine), affine)
-    source_mask = from_canonical(mask, affine)
     seg = _write_seg(out / f"{volume.name}_ptx.dcm", volume, headers, source_mask, predictor)
     size = pneumothorax_size(mask, hu, canonical_affine)
     return {
@@ -116,16 +117,26 @@ def predict_volume(predictor, volume: Volume, out: Path, args) -> dict:
 
 
 def _write_seg(path: Path, volume: Volume, headers, source_mask: np.ndarray, predictor):
-    """A DICOM SEG beside the NIfTI when the input is a classic DICOM series (its file name,
-    else None). ``headers``: the series' datasets as read; ``source_mask`` is in the series'
-    voxel order (column, row, slice as sorted)."""
-    if headers is None or len(volume.files) == 1:
-        return None  # NIfTI: no DICOM to reference; one enhanced file: not yet (docs/predict.md)
+    """A DICOM SEG beside the NIfTI when the input is DICOM (its file name, else None):
+    referencing a classic series slice by slice (one slice included) or an enhanced file frame
+    by frame. ``headers``: the datasets as read; ``source_mask`` is in the volume's voxel order
+    (column, row, slice sorted along the normal)."""
+    if headers is None:
+        return None  # NIfTI: no DICOM to reference
     from datamodules.writers.dicom_seg import write_dicom_seg
     from lightning_modules.bundle import project_version
 
-    order = series_geometry(headers, volume.files).order
-    frames = np.stack([source_mask[:, :, k].T for k in range(len(order))])
+    if is_multiframe(headers[0]):  # one enhanced file: frames in the file's own order
+        sources = headers
+        order = series_geometry(*frame_headers(headers[0], volume.files[0])).order
+        position = order  # slice k of the volume is frame order[k] of the file
+    else:  # classic slices, given to the SEG in the volume's slice order
+        order = series_geometry(headers, volume.files).order
+        sources = [headers[i] for i in order]
+        position = range(len(order))
+    frames = np.empty((len(order), *source_mask.shape[1::-1]), dtype=np.uint8)
+    for k, at in enumerate(position):
+        frames[at] = source_mask[:, :, k].T
     net = predictor.hparams.get("net", "ptx-seg")
-    write_dicom_seg(path, [headers[i] for i in order], frames, str(net), project_version())
+    write_dicom_seg(path, sources, frames, str(net), project_version())
     return path.name

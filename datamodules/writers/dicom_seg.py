@@ -1,4 +1,5 @@
-"""A predicted CT mask as a DICOM Segmentation (highdicom) that references its source series.
+"""A predicted CT mask as a DICOM Segmentation (highdicom) that references its source series
+(classic slices, or the frames of one enhanced multi-frame image).
 
 One binary segment, "Pneumothorax" (SNOMED CT 36118008, morphologically abnormal structure),
 algorithm type AUTOMATIC with the network's name. Frames follow the source slices; slices
@@ -45,10 +46,12 @@ def write_dicom_seg(
     algorithm: str,
     version: str,
 ) -> Path:
-    """Write ``frames`` (uint8 {0, 1}, one ``rows x columns`` frame per dataset of ``sources``,
-    in the same order) as a binary DICOM SEG at ``path``; returns the path."""
-    if len(frames) != len(sources):
-        raise ValueError(f"{len(frames)} mask frames for {len(sources)} source slices")
+    """Write ``frames`` (uint8 {0, 1}, one ``rows x columns`` frame per frame of ``sources``:
+    classic slices in the given order, or the frames of one enhanced image in its own order)
+    as a binary DICOM SEG at ``path``; returns the path."""
+    expected = sum(int(getattr(ds, "NumberOfFrames", 1) or 1) for ds in sources)
+    if len(frames) != expected:
+        raise ValueError(f"{len(frames)} mask frames for {expected} source frames")
     segment = hd.seg.SegmentDescription(
         segment_number=1,
         segment_label="Pneumothorax",
