@@ -2,8 +2,9 @@
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
-from lightning_modules.volumetry import body_mask, pneumothorax_size, voxel_volume_ml
+from lightning_modules.volumetry import body_mask, fill_holes, pneumothorax_size, voxel_volume_ml
 
 
 def chest(shape=(40, 30, 6)):
@@ -28,6 +29,19 @@ def test_body_fills_the_lungs_but_not_the_outside_air():
     assert body[10, 10, 0] and body[25, 15, 3]  # inside the lungs
     assert not body[1, 1, 0] and not body[38, 28, 5]  # outside
     assert body.sum() == 32 * 24 * 6
+
+
+def test_hole_filling_is_scipys_on_random_slices():
+    rng = np.random.default_rng(0)
+    for density in (0.3, 0.5, 0.6, 0.7):  # many holes, some touching edges or diagonally
+        foreground = rng.random((37, 29)) < density
+        expected = ndimage.binary_fill_holes(foreground)
+        assert np.array_equal(fill_holes(foreground), expected)
+        if density >= 0.6:  # the case has holes to fill, so equality is not trivial
+            assert expected.sum() > foreground.sum()
+    ring = np.zeros((7, 7), dtype=bool)
+    ring[1:6, 1:6], ring[2:5, 2:5] = True, False  # a closed ring: its 3 x 3 hole is filled
+    assert fill_holes(ring).sum() == 25 and not fill_holes(ring)[0].any()
 
 
 def test_left_pneumothorax_volume_side_slices_and_compression():
