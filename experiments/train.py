@@ -168,11 +168,11 @@ def _build(command: str, args: list[str], run_command: bool = True):
         cli = PtxCLI(args=[command, *args] if run_command else args, run=run_command)
         failed = False
     finally:
-        _finish_wandb(1 if failed else 0)
+        finish_wandb(1 if failed else 0)
     return cli
 
 
-def _finish_wandb(exit_code: int) -> None:
+def finish_wandb(exit_code: int) -> None:
     # close this command's W&B run, so the next command in the process starts its own
     wandb = sys.modules.get("wandb")
     if wandb is not None and wandb.run is not None:

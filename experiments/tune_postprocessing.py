@@ -46,16 +46,19 @@ def tune(model: str | Path, rest: list[str] | None = None) -> dict:
     """Tune the triplet of a run folder (its ``best.ckpt``) or of a checkpoint in one; write
     and return ``postprocessing.json``'s content. ``rest``: extra LightningCLI arguments
     (e.g. ``--data.init_args.batch_size 4``)."""
-    from experiments.train import _build, _configure_logging
+    from experiments.train import finish_wandb, run
     from lightning_modules.inference import run_files
 
-    _configure_logging()
     checkpoint, run_dir = run_files(model)
     run_dir = run_dir.resolve()
-    cli = _build("validate", tuning_args(run_dir, list(rest or [])), run_command=False)
-    # the checkpoint's weights only: its hyperparameters would bring the run's untuned rule back
-    cli.trainer.validate(cli.model, datamodule=cli.datamodule, ckpt_path=str(checkpoint),
-                         weights_only=True)  # fmt: skip
+    cli = run("validate", tuning_args(run_dir, list(rest or [])), run_command=False)
+    failed = True
+    try:  # the checkpoint's weights only: its hyperparameters would bring the untuned rule back
+        cli.trainer.validate(cli.model, datamodule=cli.datamodule, ckpt_path=str(checkpoint),
+                             weights_only=True)  # fmt: skip
+        failed = False
+    finally:
+        finish_wandb(1 if failed else 0)  # the tuning pass's own W&B run
     rule = cli.model.rule
     if rule.rule != "tuned" or rule.tuned_on != "val":
         raise RuntimeError(f"{run_dir}: validation ended without a tuned rule ({rule})")
