@@ -79,6 +79,7 @@ def cli(argv: list[str]) -> int:
         prog="ptx tune-postprocessing",
         description=__doc__,
         formatter_class=HelpFormatter,
+        epilog="Other --KEY VALUE arguments go to LightningCLI, e.g. --data.init_args.batch_size 4",
     )
     p.add_argument("model", help="a trained run folder (its best.ckpt) or a .ckpt inside one")
     options, rest = p.parse_known_args(argv)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from datamodules.io.atomic import write_bytes_atomic, write_text_atomic
-from lightning_modules.nets import create_model
+from lightning_modules.nets import create_model, model_entry
 
 log = logging.getLogger("ptx.export")
 
@@ -67,12 +67,17 @@ def bundle_config(predictor) -> dict:
     }
 
 
-def export_onnx(net: torch.nn.Module, path: Path, in_channels: int, size: int) -> bool:
+def export_onnx(
+    net: torch.nn.Module, path: Path, in_channels: int, size: int, dynamic_size: bool = True
+) -> bool:
     """Write ``net`` as ONNX (opset ``OPSET``); dynamic batch, height and width where the
-    network's graph allows it, else dynamic batch at ``size`` x ``size`` (returned: dynamic?)."""
+    network's graph allows it, else dynamic batch at ``size`` x ``size`` (returned: dynamic?).
+    ``dynamic_size=False`` (a network the registry marks ``fixed_size``, e.g. TransUNet's
+    position embeddings) skips the dynamic attempt, which for TransUNet runs for a quarter of
+    an hour before it fails."""
     example = (torch.rand(2, in_channels, size, size),)
     batch, height, width = (torch.export.Dim(n, min=1, max=4096) for n in ("b", "h", "w"))
-    attempts = ({0: batch, 2: height, 3: width}, {0: batch})
+    attempts = ({0: batch, 2: height, 3: width}, {0: batch})[0 if dynamic_size else 1 :]
     for number, shapes in enumerate(attempts):
         try:
             with warnings.catch_warnings():
@@ -82,7 +87,7 @@ def export_onnx(net: torch.nn.Module, path: Path, in_channels: int, size: int) -
                     input_names=["image"], output_names=["logits"], verbose=False,
                 )  # fmt: skip
             write_bytes_atomic(path, program.model_proto.SerializeToString())
-            return number == 0
+            return len(shapes) == 3
         except Exception as err:  # torch.export raises many kinds; the next attempt is fixed H x W
             if number == len(attempts) - 1:
                 raise BundleError(f"ONNX export failed: {type(err).__name__}: {err}") from err
@@ -115,8 +120,9 @@ def export_bundle(model: str | Path, out: str | Path, onnx: bool = True) -> dict
     write_bytes_atomic(out / "model.safetensors", save(tensors))
     if onnx:
         size = predictor.image_size or 256
+        fixed = model_entry(config["net"]).fixed_size
         config["onnx_dynamic_size"] = export_onnx(
-            net, out / "model.onnx", config["in_channels"], size
+            net, out / "model.onnx", config["in_channels"], size, dynamic_size=not fixed
         )
         difference = onnx_difference(net, out / "model.onnx", config["in_channels"], size)
         config["onnx_max_abs_difference"] = difference
