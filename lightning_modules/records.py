@@ -69,10 +69,14 @@ def json_safe(value):
 
 
 # ---- writers --------------------------------------------------------------------------------
+def _write_json(path: Path, record: dict) -> Path:
+    text = json.dumps(json_safe(record), indent=1, allow_nan=False) + "\n"
+    return write_text_atomic(path, text, durable=False)
+
+
 def write_metrics(run_dir: Path, record: dict) -> Path:
     """``metrics.json`` (NaN as null), atomically."""
-    text = json.dumps(json_safe(record), indent=1, allow_nan=False) + "\n"
-    return write_text_atomic(Path(run_dir) / METRICS, text, durable=False)
+    return _write_json(Path(run_dir) / METRICS, record)
 
 
 def _write_rows(path: Path, rows: list[dict], empty_header: list[str]) -> Path:
@@ -106,8 +110,7 @@ def write_predictions(run_dir: Path, arrays: dict[str, np.ndarray]) -> Path:
 def write_postprocessing(run_dir: Path, record: dict) -> Path:
     """``postprocessing.json``: ``diagnosis`` (a ``DiagnosisRule.to_dict``), ``checkpoint``,
     ``val`` (the validation metrics under that rule), ``record_version``; atomically."""
-    text = json.dumps(json_safe(record), indent=1, allow_nan=False) + "\n"
-    return write_text_atomic(Path(run_dir) / POSTPROCESSING, text, durable=False)
+    return _write_json(Path(run_dir) / POSTPROCESSING, record)
 
 
 # ---- readers --------------------------------------------------------------------------------
