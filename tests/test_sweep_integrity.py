@@ -10,7 +10,7 @@ import statistics
 import numpy as np
 import pytest
 import yaml
-from test_report import COUNTS, IDS, SWEEP, write_run
+from report_fixtures import COUNTS, IDS, SWEEP, write_run
 
 from ablations.plan import DONE, START, plan, requested_config
 from ablations.report import write_report
