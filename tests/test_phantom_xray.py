@@ -140,6 +140,17 @@ def test_union_of_instances_is_the_drawn_collapse():
             np.testing.assert_array_equal(union, drawn)
 
 
+def test_min_depth_bounds_the_collapse_and_is_checked():
+    rng = np.random.default_rng(0)
+    default = [i.depth for _ in range(200) for i in sample_instances(rng)]
+    deep = [i.depth for _ in range(200) for i in sample_instances(rng, min_depth=0.12)]
+    assert 0.03 <= min(default) < 0.05 and max(default) <= 0.5  # tiny .. large by default
+    assert 0.12 <= min(deep) < 0.14 and max(deep) <= 0.5
+    assert np.median(deep) > 1.6 * np.median(default)  # log-uniform medians 0.245 vs 0.122
+    with pytest.raises(ValueError, match="min_depth must be in"):
+        sample_instances(rng, min_depth=0.5)
+
+
 def test_not_solved_by_an_intensity_threshold(phantom):
     """Pneumothorax is darker only locally: no global threshold segments it."""
     masks = _masks(phantom / "siim", 128)

@@ -77,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     xray.add_argument(
         "--layout", choices=["siim", "png", "both"], default="both", help="the files written"
     )
+    xray.add_argument(
+        "--min-depth",
+        type=float,
+        default=0.03,
+        help="shallowest pneumothorax, fraction of the lung radius (log-uniform up to 0.5)",
+    )
     for p, size, patients in ((ct, 512, 8), (xray, 1024, 40)):
         p.add_argument("--out", type=Path, required=True, help="output folder")
         p.add_argument("--patients", type=int, default=patients, help="number of patients")
