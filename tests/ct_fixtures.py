@@ -14,6 +14,16 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)  # head-first supine: rows to the left, columns posterior
+# what highdicom requires of a classic CT slice beyond its geometry (to convert it to an
+# enhanced image, or to reference it from a SEG)
+HIGHDICOM_HEADER = {
+    "PatientID": "12345678",
+    "PatientName": "DOE^JANE",
+    "StudyDate": "20240101",
+    "StudyTime": "120000",
+    "Manufacturer": "TEST",
+    "SeriesNumber": 1,
+}
 
 
 def write_slice(path: Path, stored: np.ndarray, **tags) -> Path:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pydicom
 import pytest
-from ct_fixtures import lps_affine, nifti_patient, write_enhanced, write_series
+from ct_fixtures import HIGHDICOM_HEADER, lps_affine, nifti_patient, write_enhanced, write_series
 from pydicom.uid import generate_uid
 from xray_fixtures import vendor_file
 
@@ -15,14 +15,6 @@ from datamodules.io.errors import DataError
 from datamodules.readers.dicom_series import read_dicom_series
 
 OBLIQUE = (0.0, 1.0, 0.0, 0.0, 0.0, -1.0)  # a sagittal-like plane: normal along -x
-HEADER = {  # what highdicom's converter requires of the classic slices
-    "PatientID": "12345678",
-    "PatientName": "DOE^JANE",
-    "StudyDate": "20240101",
-    "StudyTime": "120000",
-    "Manufacturer": "TEST",
-    "SeriesNumber": 1,
-}
 
 
 def _hu(shape=(6, 5, 7), seed=0) -> np.ndarray:
@@ -41,7 +33,7 @@ def test_highdicom_legacy_conversion_gives_the_same_volume_and_affine(tmp_path, 
         StudyInstanceUID=generate_uid(),
         FrameOfReferenceUID=generate_uid(),
         **extra,
-        **HEADER,
+        **HIGHDICOM_HEADER,
     )
     shuffled = [pydicom.dcmread(p) for p in np.random.default_rng(1).permutation(paths)]
     enhanced = LegacyConvertedEnhancedCTImage(shuffled, generate_uid(), 2, generate_uid(), 1)

@@ -7,22 +7,13 @@ from __future__ import annotations
 import highdicom as hd
 import numpy as np
 import pydicom
-from ct_fixtures import write_series
+from ct_fixtures import HIGHDICOM_HEADER, write_series
 from predict_fixtures import DARK, options, predictor
 from pydicom.uid import generate_uid
 
 from datamodules.readers.dicom_series import read_dicom_series
 from datamodules.transforms import lung_window
 from experiments.predict_ct import find_volumes, predict_volume
-
-HEADER = {  # what highdicom needs of a source image beyond the geometry
-    "PatientID": "12345678",
-    "PatientName": "DOE^JANE",
-    "StudyDate": "20240101",
-    "StudyTime": "120000",
-    "Manufacturer": "TEST",
-    "SeriesNumber": 1,
-}
 
 
 def _hu(slices: int, seed: int = 0) -> np.ndarray:
@@ -35,7 +26,7 @@ def _hu(slices: int, seed: int = 0) -> np.ndarray:
 
 def _classic(folder, hu):
     uids = {"StudyInstanceUID": generate_uid(), "FrameOfReferenceUID": generate_uid()}
-    return write_series(folder, hu, **uids, **HEADER)
+    return write_series(folder, hu, **uids, **HIGHDICOM_HEADER)
 
 
 def _seg_frames(path) -> list[tuple[str, int, np.ndarray]]:
