@@ -5,9 +5,9 @@ SIIM-ACR winners did: its best checkpoint is validated once more on the run's ow
 split (``RUN/split.json``) with the ``tuned`` rule, which searches the top threshold, minimum
 area and pixel threshold on those images (``lightning_modules.postprocessing``). The chosen
 rule goes to ``RUN/postprocessing.json`` (``lightning_modules.records``); from then on
-``ptx predict``, ``ptx export`` and ``ptx test --model RUN`` apply it. The validation pass
-keeps its own record in ``RUN/tuning/`` (metrics under the tuned rule, W&B run); the run's
-own record is not touched. No test image is looked at.
+``ptx predict``, ``ptx export`` and ``ptx test --model RUN`` apply it. The validation passes
+keep their own record in ``RUN/tuning/`` (the metrics of a second pass with the chosen rule;
+W&B run); the run's own record is not touched. No test image is looked at.
 """
 
 from __future__ import annotations
@@ -56,12 +56,15 @@ def tune(model: str | Path, rest: list[str] | None = None) -> dict:
     try:  # the checkpoint's weights only: its hyperparameters would bring the untuned rule back
         cli.trainer.validate(cli.model, datamodule=cli.datamodule, ckpt_path=str(checkpoint),
                              weights_only=True)  # fmt: skip
+        rule = cli.model.rule
+        if rule.rule != "tuned" or rule.tuned_on != "val":
+            raise RuntimeError(f"{run_dir}: validation ended without a tuned rule ({rule})")
+        # the first pass scored the images before the rule was chosen: a second one records
+        # the validation metrics with the tuned rule's calls (it re-tunes to the same triplet)
+        cli.trainer.validate(cli.model, datamodule=cli.datamodule)
         failed = False
     finally:
         finish_wandb(1 if failed else 0)  # the tuning pass's own W&B run
-    rule = cli.model.rule
-    if rule.rule != "tuned" or rule.tuned_on != "val":
-        raise RuntimeError(f"{run_dir}: validation ended without a tuned rule ({rule})")
     val = records.read_status(run_dir / TUNING).get("val", {})
     record = {
         "record_version": RECORD_VERSION,

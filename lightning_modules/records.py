@@ -109,7 +109,8 @@ def write_predictions(run_dir: Path, arrays: dict[str, np.ndarray]) -> Path:
 
 def write_postprocessing(run_dir: Path, record: dict) -> Path:
     """``postprocessing.json``: ``diagnosis`` (a ``DiagnosisRule.to_dict``), ``checkpoint``,
-    ``val`` (the validation metrics under that rule), ``record_version``; atomically."""
+    ``val`` (the validation metrics with that rule's image-level calls), ``record_version``;
+    atomically."""
     return _write_json(Path(run_dir) / POSTPROCESSING, record)
 
 
