@@ -25,6 +25,11 @@ SET_TEXT = {  # what a set-level key is, {n}/{p} filled from its population's si
     "neg_pred_area": "mean predicted pneumothorax area in pixels (at the network's grid) on "
     "the {n} test {unit}s without pneumothorax ({p} patients)",
     "hd_max": "largest Hausdorff distance over the test {unit}s with pneumothorax",
+    # image-level diagnosis: each statistic over the group it is defined on
+    "diag_spec": "share of the {neg} test {unit}s without pneumothorax ({neg_p} patients) that "
+    "the diagnosis rule calls negative (image-level specificity)",
+    "diag_sen": "share of the {pos} test {unit}s with pneumothorax ({pos_p} patients) that the "
+    "diagnosis rule calls pneumothorax (image-level sensitivity)",
 }
 
 
@@ -108,10 +113,12 @@ def _population_text(column: Column, table: Table) -> str:
         return f"{shape} of the per-{unit} values over {what}, undefined values left out"
     if column.source == "run":
         return "of the network as built (metrics.json)"
+    default = f"set-level value over all {n} test {unit}s"
     if column.key.startswith("diag_"):
-        return f"image-level diagnosis over all {n} test {unit}s ({p} patients)"
-    text = SET_TEXT.get(column.key, f"set-level value over all {n} test {unit}s")
-    return text.format(n=n, p=p, unit=unit)
+        default = f"image-level diagnosis over all {n} test {unit}s ({p} patients)"
+    (pos, pos_p), (neg, neg_p) = (sizes.get(g, (0, 0)) for g in (mf.POSITIVE, mf.NEGATIVE))
+    text = SET_TEXT.get(column.key, default)
+    return text.format(n=n, p=p, unit=unit, pos=pos, pos_p=pos_p, neg=neg, neg_p=neg_p)
 
 
 def _footnotes(table: Table, notes: list[str]) -> list[str]:

@@ -135,6 +135,29 @@ def test_markdown_json_and_privacy(sweep_runs, tmp_path):
     assert payload["test_set"]["positive"] == {"images": 4, "patients": 3}
 
 
+def test_diagnosis_columns_name_the_group_each_statistic_is_over(sweep_runs, tmp_path):
+    sweep_file, runs = sweep_runs
+    sweep = yaml.safe_load(sweep_file.read_text())
+    sweep["columns"] += [
+        {"key": "diag_spec", "label": "Non-PTX specificity", "source": "set"},
+        {"key": "diag_sen", "label": "PTX sensitivity", "source": "set"},
+    ]
+    sweep_file.write_text(yaml.safe_dump(sweep, sort_keys=False))
+    folder = write_report(str(sweep_file), runs, tmp_path / "out", wandb=False).folder
+    markdown = (folder / "table.md").read_text()
+    # images 2 and 5 (patients pBBB, pCCC) are the negatives; 0, 1, 3, 4 the positives
+    specificity = (
+        "share of the 2 test slices without pneumothorax (2 patients) that the diagnosis rule "
+        "calls negative (image-level specificity)"
+    )
+    sensitivity = (
+        "share of the 4 test slices with pneumothorax (3 patients) that the diagnosis rule "
+        "calls pneumothorax"
+    )
+    assert specificity in markdown and sensitivity in markdown
+    assert "image-level diagnosis over all 6" not in markdown
+
+
 def test_figures_are_valid_pngs(sweep_runs, tmp_path):
     sweep_file, runs = sweep_runs
     folder = write_report(str(sweep_file), runs, tmp_path / "out", wandb=False).folder
