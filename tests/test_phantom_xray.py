@@ -151,6 +151,12 @@ def test_min_depth_bounds_the_collapse_and_is_checked():
         sample_instances(rng, min_depth=0.5)
 
 
+def test_a_bad_min_depth_is_refused_before_anything_is_written(tmp_path):
+    with pytest.raises(ValueError, match=r"min_depth must be in \[0.03, 0.5\), got 0.01"):
+        generate_xray_phantom(tmp_path / "out", patients=2, size=64, min_depth=0.01)
+    assert not (tmp_path / "out").exists()
+
+
 def test_not_solved_by_an_intensity_threshold(phantom):
     """Pneumothorax is darker only locally: no global threshold segments it."""
     masks = _masks(phantom / "siim", 128)
