@@ -23,9 +23,9 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import JPEGBaseline8Bit, SecondaryCaptureImageStorage, generate_uid
 
 from datamodules.phantom.xray_anatomy import (
-    MAX_DEPTH,
     MIN_DEPTH,
     Instance,
+    check_min_depth,
     grid,
     instance_mask,
     lung_box,
@@ -80,8 +80,7 @@ def generate_xray_phantom(
     pneumothoraces it can resolve)."""
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
-    if not MIN_DEPTH <= min_depth < MAX_DEPTH:  # before anything is written
-        raise ValueError(f"min_depth must be in [{MIN_DEPTH}, {MAX_DEPTH}), got {min_depth}")
+    check_min_depth(min_depth)  # before anything is written
     if patients < 1 or size < 32:
         raise ValueError(f"need patients >= 1 and size >= 32, got {patients} and {size}")
     out = Path(out)

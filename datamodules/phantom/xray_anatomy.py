@@ -63,11 +63,16 @@ def sample_lungs(rng: np.random.Generator) -> dict[int, Lung]:
 MIN_DEPTH, MAX_DEPTH = 0.03, 0.5  # collapse, fraction of the lung radius: tiny .. large
 
 
+def check_min_depth(min_depth: float) -> None:
+    """Refuse a shallowest collapse outside [``MIN_DEPTH``, ``MAX_DEPTH``)."""
+    if not MIN_DEPTH <= min_depth < MAX_DEPTH:
+        raise ValueError(f"min_depth must be in [{MIN_DEPTH}, {MAX_DEPTH}), got {min_depth}")
+
+
 def sample_instances(rng: np.random.Generator, min_depth: float = MIN_DEPTH) -> list[Instance]:
     """Pneumothorax instances of a positive image: mostly one, some two (apart or overlapping);
     each collapse depth log-uniform in [``min_depth``, ``MAX_DEPTH``] of the lung radius."""
-    if not MIN_DEPTH <= min_depth < MAX_DEPTH:
-        raise ValueError(f"min_depth must be in [{MIN_DEPTH}, {MAX_DEPTH}), got {min_depth}")
+    check_min_depth(min_depth)
 
     def one(side: int, phi: float | None = None) -> Instance:
         depth = float(np.exp(rng.uniform(np.log(min_depth), np.log(MAX_DEPTH))))
