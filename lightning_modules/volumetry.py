@@ -44,14 +44,6 @@ def body_slice(hu: np.ndarray) -> np.ndarray:
     return fill_holes(hu > BODY_HU)
 
 
-def body_mask(hu: np.ndarray) -> np.ndarray:
-    """:func:`body_slice` of every axial slice of a canonical volume (bool, same shape)."""
-    body = np.zeros(hu.shape, dtype=bool)
-    for k in range(hu.shape[2]):
-        body[:, :, k] = body_slice(hu[:, :, k])
-    return body
-
-
 def pneumothorax_size(mask: np.ndarray, hu: np.ndarray, affine: np.ndarray) -> dict:
     """Size figures of a canonical (LPS) ``mask`` (0/1) on the grid of ``hu`` (HU, float).
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from lightning_modules.volumetry import body_mask, fill_holes, pneumothorax_size, voxel_volume_ml
+from lightning_modules.volumetry import body_slice, fill_holes, pneumothorax_size, voxel_volume_ml
 
 
 def chest(shape=(40, 30, 6)):
@@ -25,7 +25,8 @@ def test_voxel_volume_is_the_affines_determinant_in_ml():
 
 
 def test_body_fills_the_lungs_but_not_the_outside_air():
-    body = body_mask(chest())
+    hu = chest()
+    body = np.stack([body_slice(hu[:, :, k]) for k in range(hu.shape[2])], axis=2)
     assert body[10, 10, 0] and body[25, 15, 3]  # inside the lungs
     assert not body[1, 1, 0] and not body[38, 28, 5]  # outside
     assert body.sum() == 32 * 24 * 6
