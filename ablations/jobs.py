@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ablations.job_lock import held, lock_path
 from ablations.plan import DONE, RESUME, Job, current_action, fit_args
-from ablations.sweeps import Sweep
+from ablations.sweeps import Sweep, SweepError
 from datamodules.io.atomic import write_text_atomic
 from lightning_modules.records import FAILED, FINISHED, read_status
 
@@ -55,6 +55,19 @@ class SweepContext:
         """The job's ``ptx fit`` arguments."""
         sweep, extra = self.sweep, list(self.extra)
         return fit_args(sweep, job, self.profile, self.data_dir, self.root, self.group, extra)
+
+
+def parallel_jobs(text: str, auto: Callable[[], int]) -> int:
+    """``--parallel``: a positive integer, or ``auto()`` for "auto"."""
+    if str(text) == "auto":
+        return auto()
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise SweepError(f"--parallel {text!r}: give a number of jobs (1 or more) or auto")
+    return value
 
 
 def say(message: str) -> None:

@@ -40,6 +40,7 @@ from ablations.jobs import (
     SKIPPED,
     SweepContext,
     execute,
+    parallel_jobs,
     record_state,
     run_in_process,
     say,
@@ -146,14 +147,14 @@ def executor(kind: str, folder: Path, slurm: dict, parallel: int):
 
 def launch(ctx: SweepContext, todo: list[Job], options: argparse.Namespace, slurm: dict) -> int:
     """Submit ``todo`` as array tasks; local: wait, then report; slurm: report job after."""
-    if options.parallel < 1:
-        raise SweepError(f"--parallel {options.parallel}: give 1 or more")
+    parallel = parallel_jobs(options.parallel, lambda: 1)
     folder = ctx.root / ctx.group / ".submitit"
     tasks = [SweepTask(ctx, job.cell.id, job.seed, job.fold) for job in todo]
     out_dir = str(Path(options.out).resolve())
     if options.launcher == "local":
-        return _run_local(executor("local", folder, {}, 1), tasks, ctx, options, out_dir)
-    cluster = executor("slurm", folder, slurm, options.parallel)
+        local = executor("local", folder, {}, 1)
+        return _run_local(local, tasks, ctx, options, out_dir, parallel)
+    cluster = executor("slurm", folder, slurm, parallel)
     jobs = cluster.submit_array(tasks) if tasks else []
     array_id = jobs[0].job_id.split("_")[0] if jobs else None
     say(f"submitted {len(jobs)} array tasks as SLURM job {array_id}; logs in {folder}")
@@ -178,11 +179,11 @@ def _report_options(slurm: dict, array_id: str | None) -> dict:
     return keep
 
 
-def _run_local(local, tasks, ctx, options, out_dir: str) -> int:
-    """Run the tasks ``--parallel`` at a time through the local executor; then the report."""
+def _run_local(local, tasks, ctx, options, out_dir: str, parallel: int) -> int:
+    """Run the tasks ``parallel`` at a time through the local executor; then the report."""
     pending, running, results = list(tasks), [], []
     while pending or running:
-        while pending and len(running) < options.parallel:
+        while pending and len(running) < parallel:
             running.append(local.submit(pending.pop(0)))
         time.sleep(1)
         for job in [j for j in running if j.done()]:

@@ -2,7 +2,8 @@
 
     ptx sweep ablation-encoders [--data DIR] [--profile auto|quick|paper] [--seeds 0,1,2]
               [--folds N] [--force] [--group G] [--runs-dir D] [--cells ID,ID]
-              [--isolate auto|yes|no] [--wait] [--launcher inline|local|slurm] [--parallel N]
+              [--isolate auto|yes|no] [--wait] [--launcher inline|local|slurm]
+              [--parallel auto|N]
               [--slurm.KEY VALUE ...]
               [--dry-run] [--no-report] [-- extra ptx fit arguments, e.g. --trainer.devices 2]
 
@@ -42,6 +43,7 @@ from ablations.jobs import (
     SKIPPED,
     SweepContext,
     execute,
+    parallel_jobs,
     record_state,
     run_in_process,
     run_isolated,
@@ -51,6 +53,7 @@ from ablations.jobs import (
 )
 from ablations.plan import DONE, RESUME, plan
 from ablations.sweeps import SweepError, list_sweeps, load_sweep
+from ablations.workers import auto_workers, run_workers
 from experiments.cli import HelpFormatter
 from experiments.profiles import choose_profile
 from experiments.run_dir import runs_root as default_runs_root
@@ -104,7 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
         "submitit's local executor; slurm: one SLURM job array (--slurm.KEY VALUE options)",
     )
     parser.add_argument(
-        "--parallel", type=int, default=1, help="jobs at a time under --launcher local|slurm"
+        "--parallel",
+        default="auto",
+        help="jobs at a time: inline, N worker processes on this machine (auto: 2 for the "
+        "quick profile on a CPU, else 1); local|slurm: tasks at once (auto: 1)",
     )
     parser.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
     parser.add_argument("--no-report", action="store_true", help="skip the report at the end")
@@ -184,7 +190,12 @@ def run_sweep(options: argparse.Namespace, extra: list[str], slurm: dict | None 
 
         return launch(ctx, todo, options, slurm or {})
     isolate = options.isolate == "yes" or (options.isolate == "auto" and ctx.profile != "quick")
-    results = run_inline(ctx, todo, run_isolated if isolate else run_in_process, options.wait)
+    workers = parallel_jobs(options.parallel, lambda: auto_workers(ctx.profile, ctx.extra))
+    workers = min(workers, len(todo))
+    if workers > 1:
+        results = run_workers(ctx, todo, workers, isolate, options.wait, _duration)
+    else:
+        results = run_inline(ctx, todo, run_isolated if isolate else run_in_process, options.wait)
     failures = [(n, note) for n, (status, note) in results.items() if status == FAILED]
     for name, note in failures:
         say(f"  failed: {name}: {note} (run the sweep again to retry it)")

@@ -90,3 +90,43 @@ def test_the_local_launcher_runs_the_sweep_to_its_report(tmp_path):
     again = _sweep(tmp_path, "--launcher", "local")
     output = again.communicate(timeout=600)[0]
     assert "4 runs (4 finished, 0 to resume, 0 to start)" in output  # nothing left to submit
+
+
+def test_two_workers_run_the_sweep_and_a_killed_one_resumes(tmp_path):
+    import signal
+    import time
+
+    def start():
+        definition = tmp_path / "tiny.yaml"
+        definition.write_text(TINY)
+        command = [sys.executable, "-m", "experiments.cli", "sweep", str(definition)]
+        command += ["--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "results")]
+        command += ["--parallel", "2"]
+        env = {**os.environ, "OMP_NUM_THREADS": "2"}
+        return subprocess.Popen(
+            command, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+
+    first = start()
+    deadline = time.monotonic() + 600
+    group = tmp_path / "runs" / "tiny"
+    while time.monotonic() < deadline and not any(
+        (group / f"{c}-s0" / "metrics.json").is_file() for c in CELLS
+    ):
+        time.sleep(0.5)
+    first.send_signal(signal.SIGTERM)  # the sweep's own process: it stops its workers
+    output = first.communicate(timeout=300)[0]
+    assert first.returncode == 130, output
+    assert "2 workers, 1 torch thread each" in output
+    assert "stopping the workers" in output and "interrupted" in output
+
+    second = start()
+    output = second.communicate(timeout=900)[0]
+    assert second.returncode == 0, output
+    assert all(_finished(tmp_path, c) for c in CELLS), output
+    starts = re.findall(r"\] (?:starting|resuming) (\S+)-s0 ", output)
+    assert len(starts) == len(set(starts)) <= len(CELLS)  # each job once, none left over
+    for cell in CELLS:  # each run's console output (Lightning's included) in its own log
+        assert "Trainer.fit" in (group / "logs" / f"{cell}-s0.log").read_text()
+    rows = _table_rows(tmp_path)
+    assert all(rows[c] and "| s0 |" in rows[c] for c in CELLS), rows

@@ -120,3 +120,20 @@ def test_a_wandb_agent_run_keeps_the_agents_run_id(tmp_path, monkeypatch):
     assert run_id(tmp_path / "a", fresh=False) == "agentrun1"  # stored for a resume
     monkeypatch.delenv("WANDB_SWEEP_ID")
     assert run_id(tmp_path / "b", fresh=True) != "agentrun1"
+
+
+def test_parallel_workers_take_the_largest_networks_first(tmp_path):
+    from ablations.jobs import SweepContext, parallel_jobs
+    from ablations.workers import auto_workers, largest_first
+
+    ctx = SweepContext(load_sweep("sweep-growth-rate"), "quick", None, tmp_path, "g")
+    jobs = plan(ctx.sweep, tmp_path, [0], "quick", None)
+    assert [j.name for j in largest_first(ctx, jobs)] == [
+        f"ms_scse_fc_densenet-k{k}-s0" for k in (16, 14, 12, 10, 8, 6, 4, 2)
+    ]
+    assert parallel_jobs("3", lambda: 1) == 3 and parallel_jobs("auto", lambda: 2) == 2
+    for bad in ("0", "two", "-1"):
+        with pytest.raises(SweepError, match=f"--parallel '{bad}': give a number"):
+            parallel_jobs(bad, lambda: 1)
+    assert auto_workers("paper") == 1  # a paper-size cell has the machine to itself
+    assert auto_workers("quick", ("--trainer.devices", "2")) == 1
