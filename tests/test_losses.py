@@ -88,6 +88,22 @@ def test_weight_map_without_boundary_term_is_class_frequency():
     torch.testing.assert_close(ones, torch.ones(1, 6, 7))
 
 
+def test_weight_power_tempers_both_ratios():
+    # width 0: interior PTX (42/10)**p, edge (42/10)**p + (42/8)**p, background (42/32)**p
+    weights = swce_weight_map(mask_tensor(), boundary_width=0, weight_power=0.5)
+    assert weights[0, 2, 0].item() == pytest.approx((42 / 10) ** 0.5)
+    assert weights[0, 1, 0].item() == pytest.approx((42 / 10) ** 0.5 + (42 / 8) ** 0.5)
+    assert weights[0, 5, 6].item() == pytest.approx((42 / 32) ** 0.5)
+    flat = swce_weight_map(mask_tensor(), weight_power=0.0)  # every present term weighs 1
+    assert flat[0, 1, 0].item() == 2.0 and flat[0, 5, 6].item() == 1.0
+    logits, target = torch.randn(2, 2, 6, 7), torch.cat([mask_tensor(), mask_tensor()])
+    for name in ("ce", "wce", "swce"):  # one profile setting for the whole loss ablation
+        create_loss(name, weight_power=0.5)(logits, target)
+    assert create_loss("ce", weight_power=0.5)(logits, target) == create_loss("ce")(logits, target)
+    with pytest.raises(ValueError, match="weight_power must be in"):
+        create_loss("swce", weight_power=1.5)
+
+
 def test_weight_map_is_computed_per_image():
     empty = torch.zeros(1, 6, 7, dtype=torch.int64)
     weights = swce_weight_map(torch.cat([mask_tensor(), empty]))
