@@ -29,7 +29,7 @@ def test_fit_help_lists_lightning_options_with_the_experiments_defaults(capsys):
     assert "--checkpoint.monitor" in lightning and "--run.group" in lightning
     # the quick profile's values, not the classes' own (trainer.max_epochs: None)
     max_epochs = lightning.split("--trainer.max_epochs MAX_EPOCHS\n")[1].split("\n  --")[0]
-    assert "default: 6)" in " ".join(max_epochs.split())
+    assert "default: 8)" in " ".join(max_epochs.split())
     assert "--data datamodules.ct.CTDataModule (the experiment's values)" in lightning
 
 

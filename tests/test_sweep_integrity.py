@@ -41,7 +41,7 @@ def test_a_finished_run_with_other_settings_is_refused_not_reused(tmp_path):
     with pytest.raises(SweepError) as refused:
         plan(sweep, tmp_path, [0], "quick", None, only=only)
     message = str(refused.value)
-    assert "trainer.max_epochs 3 (this sweep: 6)" in message and "--force" in message
+    assert "trainer.max_epochs 3 (this sweep: 8)" in message and "--force" in message
     with pytest.raises(SweepError, match="data.init_args.batch_size 8 .this sweep: 4."):
         plan(
             sweep,
