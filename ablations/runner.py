@@ -10,7 +10,8 @@
 Jobs run one after another in the sweep's run group. Under the paper profile each runs in
 its own process (a crash or out-of-memory in one cell cannot take the sweep down, and every
 cell starts from a clean state); quick-profile cells, a minute or two each on a CPU, run in
-this process and save the ~10 s start-up of torch and Lightning per cell. Finished
+this process and save the ~10 s start-up of torch and Lightning per cell, two at a time on a
+CPU (``--parallel``: worker processes sharing the torch threads, ``ablations.workers``). Finished
 runs are skipped, so a killed sweep started again does only what is missing: an interrupted
 cell resumes from its last checkpoint, a cell that never started starts. ``--force`` reruns
 everything. A failing cell is reported and the sweep goes on; the exit status is 1 when any
