@@ -102,6 +102,7 @@ def test_fit_writes_the_complete_run_record(ct_run):
     assert record["params"] == 24_430_242
     assert record["gmacs"] == pytest.approx(7.76, rel=0.05)  # EFA paper Table 6
     assert record["device"] == "cpu x1" and record["wall_time_s"] > 0
+    assert record["torch_threads"] == 1  # this module's fixture
     config = yaml.safe_load((ct_run / "config.yaml").read_text())
     assert record["epochs"] == config["trainer"]["max_epochs"]
     assert config["model"]["net"] == "unet" and config["run"]["name"] == record["name"]
