@@ -91,7 +91,7 @@ class RunRecord(pl.Callback):
                     trainer.logger.log_hyperparams(size)
             self.record.setdefault("status", records.CREATED)
         self.record["device"] = describe_device(trainer)
-        # intra-op threads: a CPU cell's wall time and last digits depend on them (a quick
+        # intra-op threads: a CPU cell's wall time and numbers depend on them (a quick
         # sweep runs two cells with half the threads each, ablations/workers.py)
         self.record["torch_threads"] = torch.get_num_threads()
         self.record["precision"] = str(trainer.precision)
