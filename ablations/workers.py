@@ -21,6 +21,7 @@ its cell and the others go on.
 from __future__ import annotations
 
 import contextlib
+import io
 import multiprocessing
 import os
 import queue
@@ -52,33 +53,36 @@ def auto_workers(profile: str, extra: tuple[str, ...] = ()) -> int:
 
 def job_size(ctx: SweepContext, job: Job) -> int:
     """The job's network size (parameters, counted on the meta device; 0 if unknown), which
-    orders the jobs largest first."""
+    orders the jobs largest first. The network is the one ``ptx fit`` would build: the
+    cell's resolved config (``ablations.plan.requested_config``), extra arguments included."""
     import torch
-    import yaml
 
-    from experiments.profiles import experiment_layers
+    from ablations.plan import requested_config
     from lightning_modules.complexity import count_parameters
     from lightning_modules.nets import create_model
 
+    extra = list(ctx.extra)
     try:
-        net, kwargs = None, {}
-        for layer in experiment_layers(job.cell.exp, ctx.profile):
-            model = (yaml.safe_load(layer.read_text()) or {}).get("model") or {}
-            net = model.get("net", net)
-            kwargs = dict(model.get("net_kwargs") or {}) if "net_kwargs" in model else kwargs
-        for key, value in ctx.sweep.overrides_for(job.cell, ctx.profile).items():
-            if key.startswith("model.net_kwargs."):
-                kwargs[key.removeprefix("model.net_kwargs.")] = value
-            elif key == "model.net":
-                net = value
+        with contextlib.redirect_stderr(io.StringIO()):  # a bad argument: the cell's log says
+            config = requested_config(
+                ctx.sweep, job, ctx.profile, ctx.data_dir, ctx.root, ctx.group, extra
+            )
+        model = config["model"]
+        kwargs = dict(model.get("net_kwargs") or {})
         with torch.device("meta"):
-            return count_parameters(create_model(net, **kwargs))
-    except Exception:  # an estimate only: keep the sweep's order for this one
+            net = create_model(
+                model["net"], in_channels=model["in_channels"], classes=model["classes"], **kwargs
+            )
+        return count_parameters(net)
+    except (Exception, SystemExit):  # an estimate only (SystemExit: the parser's refusal)
         return 0
 
 
 def largest_first(ctx: SweepContext, jobs: list[Job]) -> list[Job]:
-    sizes = {job.cell.id: job_size(ctx, job) for job in jobs}
+    sizes: dict[str, int] = {}  # per cell: its seeds and folds train the same network
+    for job in jobs:
+        if job.cell.id not in sizes:
+            sizes[job.cell.id] = job_size(ctx, job)
     return sorted(jobs, key=lambda job: -sizes[job.cell.id])  # stable: ties keep their order
 
 
