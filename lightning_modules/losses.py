@@ -62,11 +62,17 @@ class CrossEntropyLoss(nn.Module):
 
     def __init__(self, weight_power: float = 1.0):
         super().__init__()
-        if not 0.0 <= weight_power <= 1.0:
-            raise ValueError(f"weight_power must be in [0, 1], got {weight_power}")
+        check_weight_power(weight_power)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits, target)
+
+
+def check_weight_power(weight_power: float) -> float:
+    """The weight ratios' exponent, refused outside [0, 1] (1: the paper's weights)."""
+    if not 0.0 <= weight_power <= 1.0:
+        raise ValueError(f"weight_power must be in [0, 1], got {weight_power}")
+    return float(weight_power)
 
 
 def _inverse_count(members: torch.Tensor, power: float = 1.0) -> torch.Tensor:
@@ -139,9 +145,7 @@ class SpatiallyWeightedCrossEntropyLoss(nn.Module):
         super().__init__()
         if boundary_width < 0:
             raise ValueError(f"boundary_width must be >= 0 pixels, got {boundary_width}")
-        if not 0.0 <= weight_power <= 1.0:
-            raise ValueError(f"weight_power must be in [0, 1], got {weight_power}")
-        self.weight_power = float(weight_power)
+        self.weight_power = check_weight_power(weight_power)
         self.boundary_width = int(boundary_width)
         self.class_weighting = class_weighting
         self.boundary_weighting = boundary_weighting
