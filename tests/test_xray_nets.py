@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from lightning_modules.nets import create_model, list_models, model_entry
-from lightning_modules.nets.blocks import SCSE, DenseLayer, MultiScaleStem
+from lightning_modules.nets.blocks import ELU, SCSE, DenseLayer, MultiScaleStem
 from lightning_modules.nets.deeplabv3plus_resnet101 import ImagePooling
 
 # The X-ray paper's Table 2 (in_channels=3, classes=2); DeepLab v3+ is the closest known
@@ -152,6 +152,25 @@ def test_scse_with_zero_weights_returns_its_input():
     torch.testing.assert_close(scse(x), x)
     nn.init.constant_(scse.sse[0].bias, 50.0)  # sSE saturates at 1: U * 0.5 + U * 1
     torch.testing.assert_close(scse(x), 1.5 * x)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "tolerance"), [(torch.float32, 1e-6), (torch.float64, 1e-12), (torch.bfloat16, 4e-3)]
+)
+def test_cpu_elu_matches_torch_elu_forward_and_backward(dtype, tolerance):
+    # values on both sides of 0, 0 itself, and far out on each side
+    x = torch.cat([torch.linspace(-12, 6, 997), torch.zeros(3)]).to(dtype).reshape(4, 250)
+    upstream = torch.randn(x.shape).to(dtype)
+    ours, ref = x.clone().requires_grad_(), x.double().requires_grad_()
+    y, y_ref = ELU()(ours), nn.functional.elu(ref)
+    (y.double() * upstream.double()).sum().backward()
+    (y_ref * upstream.double()).sum().backward()
+    assert y.dtype == dtype and ours.grad.dtype == dtype
+    torch.testing.assert_close(y.double(), y_ref, rtol=tolerance, atol=tolerance)
+    torch.testing.assert_close(ours.grad.double(), ref.grad, rtol=tolerance, atol=tolerance)
+    with torch.no_grad():  # inference path: no autograd node, same values
+        torch.testing.assert_close(ELU()(x), y.detach())
+    assert y[x == 0].eq(0).all() and (y.double() >= -1).all()
 
 
 def test_multi_scale_stem_gives_48_channels_at_input_resolution():
