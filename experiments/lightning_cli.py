@@ -111,13 +111,14 @@ class PtxCLI(LightningCLI):
         modality = getattr(data_class, "modality", "") or "runs"
         # one source for values two parts need: the data's channels and size, the monitor
         cfg.model.net_kwargs = typed_values(cfg.model.net_kwargs)
+        if "phantom" in cfg.data.init_args:  # --data.init_args.phantom.size 64: the int 64
+            cfg.data.init_args.phantom = typed_values(cfg.data.init_args.phantom)
         cfg.model.in_channels = cfg.data.init_args.in_channels
         cfg.model.image_size = cfg.data.init_args.image_size
         cfg.checkpoint.monitor = cfg.model.monitor
         cfg.trainer.precision = supported_precision(cfg.trainer.precision)
-        if cfg.model.channels_last and not cuda_available():
-            log.info("channels_last off: it speeds up GPU convolutions, not these CPU ones")
-            cfg.model.channels_last = False
+        if cfg.model.channels_last is None:  # the default: where it is known to pay
+            cfg.model.channels_last = cuda_available()
         run = cfg.run
         run.group = run.group or modality
         run.name = run.name or run_name(

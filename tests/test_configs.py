@@ -175,6 +175,25 @@ def test_network_keywords_from_the_command_line_get_their_types(tmp_path):
     assert count_parameters(cli.model.net) < count_parameters(k12.model.net) == 5_989_096
 
 
+def test_phantom_keywords_from_the_command_line_get_their_types(tmp_path):
+    base = ["--exp", "xray/ms_scse_fc_densenet", "--profile", "quick", "--runs-dir", str(tmp_path)]
+    cli = run("fit", [*base, "--data.init_args.phantom.size", "128"], False)
+    assert cli.datamodule.phantom["size"] == 128 and cli.datamodule.phantom["min_depth"] == 0.1
+    assert "size128" in cli.datamodule.data_root.name
+
+
+def test_channels_last_where_the_profile_measured_it_else_on_a_gpu_only(tmp_path):
+    def channels_last(experiment, profile, *more):
+        args = ["--exp", experiment, "--profile", profile, "--runs-dir", str(tmp_path), *more]
+        return run("fit", args, False).model.hparams.channels_last
+
+    gpu = torch.cuda.is_available()
+    assert channels_last("xray/ms_scse_fc_densenet", "quick") is True  # 1.1-1.5x on CPU too
+    assert channels_last("ct/unet", "quick") is gpu  # the CT encoders: slower in NHWC on CPU
+    assert channels_last("ct/unet", "paper") is gpu
+    assert channels_last("ct/unet", "quick", "--model.channels_last", "true") is True
+
+
 def test_old_optimizer_keys_are_refused_with_the_new_spelling(tmp_path):
     base = ["--exp", "ct/unet", "--profile", "quick", "--runs-dir", str(tmp_path)]
     with pytest.raises(ValueError, match=r"--model.lr is gone: write --model.optimizer.lr"):
