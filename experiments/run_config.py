@@ -133,8 +133,9 @@ def wandb_config(config: Mapping, data_root: Path | None) -> dict:
 
 def typed_values(kwargs: dict | None) -> dict | None:
     """``--model.net_kwargs.growth_rate 4`` (or ``--data.init_args.phantom.size 64``) arrives
-    as the string ``"4"`` (a free-form dict has no types to parse into): read each string value as YAML when that gives a number,
-    a boolean or null, so the network gets ``4``; names stay strings."""
+    as the string ``"4"`` (a free-form dict has no types to parse into): read each string
+    value as YAML when that gives a number, a boolean or null, so the network gets ``4``;
+    names stay strings."""
     if not kwargs:
         return kwargs
     typed = dict(kwargs)

@@ -115,8 +115,9 @@ class ELU(nn.Module):
     MS_scSE_FC-DenseNet (k = 12, 64 x 64, batch 8). On CPU the forward is
     ``max(x, exp(min(x, 0)) - 1)`` (ELU exactly: e^x - 1 >= x) and the backward
     ``grad * exp(min(x, 0))``. Values and gradients match ``F.elu`` to the dtype's rounding
-    (in bf16, up to 0.003 for inputs just below 0, where ``exp`` rounds near 1). On other devices, and while a
-    graph is traced or exported, it is ``F.elu``: the exported ONNX graph has an Elu node.
+    (in bf16, up to 0.003 for inputs just below 0, where ``exp`` rounds near 1). On other
+    devices, and while a graph is traced or exported, it is ``F.elu``: the exported ONNX
+    graph has an Elu node.
     No parameters, so the paper's parameter counts and checkpoints are those of ``nn.ELU``.
     """
 
