@@ -26,7 +26,7 @@ from datamodules.dataset import CachedCase, EvaluationIndex, SliceDataset
 from datamodules.io.errors import DataError
 from datamodules.layouts import Case
 from datamodules.layouts.privacy import id_fingerprint
-from datamodules.phantom import ensure_phantom
+from datamodules.phantom import VERSIONS, ensure_phantom
 from datamodules.splits import SUBSETS, Split, check_split, load_split, save_split
 from datamodules.transforms import resize_images, resize_masks
 
@@ -150,7 +150,8 @@ class SegmentationDataModule(pl.LightningDataModule):
         if self.data_dir is not None:
             return self.data_dir
         tag = "-".join(f"{k}{v}" for k, v in sorted(self.phantom.items()))
-        name = f"{self.modality}-seed{self.seed}" + (f"-{tag}" if tag else "")
+        version = f"v{VERSIONS[self.modality]}"
+        name = f"{self.modality}-{version}-seed{self.seed}" + (f"-{tag}" if tag else "")
         return self.cache_dir / "phantom" / name
 
     def _ensure_data(self) -> Path:

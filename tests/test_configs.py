@@ -12,6 +12,7 @@ from experiments.run_dir import run_name
 from experiments.train import lightning_args, run
 from experiments.wandb_setup import has_api_key, wandb_mode
 from lightning_modules.complexity import count_parameters
+from lightning_modules.optim import WarmupCosineLR
 
 # Parameters of the network each config builds (docs/models.md; TransUNets at 256 x 256,
 # their position embeddings shrink with the quick profile's 64 x 64).
@@ -64,8 +65,13 @@ def test_config_instantiates_with_paper_settings(experiment, profile, tmp_path):
     assert data.image_size == {"paper": 256, "quick": 64}[profile]
     assert model.hparams.in_channels == data.in_channels == {"ct": 1, "xray": 3}[modality]
     optimizer = model.optimizer_factory(model.parameters())
-    assert type(optimizer) is torch.optim.Adam and model.scheduler_factory is None
+    assert type(optimizer) is torch.optim.Adam
+    scheduler = model.scheduler_factory and model.scheduler_factory(optimizer)
     group = optimizer.param_groups[0]
+    if scheduler is not None:  # only X-ray quick: warm-up + cosine over the run's steps
+        assert (modality, profile) == ("xray", "quick")
+        assert type(scheduler) is WarmupCosineLR and scheduler.warmup_fraction == 0.05
+        group["lr"] = scheduler.base_lrs[0]  # the peak; the warm-up starts below it
     checkpoint = next(c for c in trainer.callbacks if isinstance(c, ModelCheckpoint))
     assert checkpoint.dirpath == str(cli.run_dir / "checkpoints")
     assert cli.run_dir.parent == tmp_path / modality
@@ -77,7 +83,7 @@ def test_config_instantiates_with_paper_settings(experiment, profile, tmp_path):
         if profile == "paper":
             assert (trainer.max_epochs, data.batch_size) == (80, 80)
     else:  # X-ray paper: SW-CEL, Adam 1e-4 + wd 1e-4, <= 200 epochs, ES on DSC1 (20), flips
-        lr = {"paper": 1e-4, "quick": 1e-3}[profile]
+        lr = {"paper": 1e-4, "quick": 1.5e-3}[profile]
         assert (model.hparams.loss, group["lr"], group["weight_decay"]) == ("swce", lr, 1e-4)
         assert group["betas"] == (0.9, 0.999)
         assert checkpoint.monitor == "val/dsc1"  # every profile: DSC1 over the PTX group

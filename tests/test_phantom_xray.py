@@ -116,12 +116,13 @@ def test_pneumothorax_is_darker_and_without_markings():
     assert mask.mean() > 0.02
     inner = ndimage.binary_erosion(mask, iterations=6)  # 4 LoG sigmas off both edges
     assert inner.sum() > 200
-    assert (with_ptx - without)[inner].mean() < -0.05  # more air, no parenchyma
+    # more air: the parenchyma's 0.2 and its markings are gone
+    assert -0.3 < (with_ptx - without)[inner].mean() < -0.15
     vessels = [np.abs(ndimage.gaussian_laplace(a, 1.5))[inner].mean() for a in (with_ptx, without)]
     assert vessels[0] < 0.2 * vessels[1]  # no vessel crosses the air
     image = render_radiograph(chest, [inst], 256, np.random.default_rng(1))
     plain = render_radiograph(chest, [], 256, np.random.default_rng(1))  # same exposure
-    assert (image - plain)[inner].mean() < -0.03  # and the radiograph shows it darker
+    assert (image - plain)[inner].mean() < -0.15  # and the radiograph shows it darker
 
 
 def test_union_of_instances_is_the_drawn_collapse():

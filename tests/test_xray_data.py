@@ -157,7 +157,7 @@ def test_default_phantom_is_generated_once(tmp_path):
     settings = {"patients": 6, "size": 96}
     dm = XRayDataModule(image_size=32, cache_dir=str(tmp_path), phantom=settings)
     dm.setup()
-    assert dm.data_root == tmp_path / "phantom" / "xray-seed0-layoutsiim-patients6-size96"
+    assert dm.data_root == tmp_path / "phantom" / "xray-v2-seed0-layoutsiim-patients6-size96"
     assert (dm.data_root / "train-rle.csv").is_file() and (dm.data_root / ".complete").exists()
     again = XRayDataModule(image_size=32, cache_dir=str(tmp_path), phantom=settings)
     again.setup()

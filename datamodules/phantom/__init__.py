@@ -23,6 +23,9 @@ from experiments.cli import HelpFormatter
 log = logging.getLogger("ptx.data.phantom")
 
 MARKERS = (".ptx-phantom", ".complete")  # what ptx phantom / a DataModule leave in a phantom
+# Raised whenever a generator draws differently; it names the cache folder, so a phantom drawn
+# by an older generator is never read as the new one. xray 2: pleural air darker (0.06 -> 0.2).
+VERSIONS = {"ct": 1, "xray": 2}
 
 
 def generate_phantom(modality: str, out: str | Path, **kwargs) -> Path:

@@ -141,7 +141,10 @@ def lung_attenuation(x, y, lung, instances, chest: Chest, density, size: int) ->
     out = -0.6 * inside + inside * (base + 0.05 * density)
     out += collapsed * (0.16 * strength * markings + 0.05 * (1 - s))  # collapsed = denser
     pneumothorax = (level > 0) & (collapsed_level <= 0)
-    out -= 0.06 * (inside - collapsed)  # pleural air: no parenchyma at all
+    # Pleural air: no parenchyma at all. Aerated lung (~0.25 g/cm3) attenuates about a quarter
+    # as much as the soft tissue its air replaced (the -0.6 above: 0.75 of the lung's
+    # thickness), so where the lung has fallen away that quarter goes too: 0.6 / 3 = 0.2.
+    out -= 0.2 * (inside - collapsed)
     return out + 0.12 * _pleural_line(collapsed_level > 0, pneumothorax, size)
 
 
