@@ -26,7 +26,7 @@ from datamodules.dataset import CachedCase, EvaluationIndex, SliceDataset
 from datamodules.io.errors import DataError
 from datamodules.layouts import Case
 from datamodules.layouts.privacy import id_fingerprint
-from datamodules.phantom import VERSIONS, ensure_phantom
+from datamodules.phantom import check_version, ensure_phantom, phantom_version, warn_if_older
 from datamodules.splits import SUBSETS, Split, check_split, load_split, save_split
 from datamodules.transforms import resize_images, resize_masks
 
@@ -53,7 +53,8 @@ class SegmentationDataModule(pl.LightningDataModule):
         fold: the fold tested, 0 to ``folds - 1``; needs ``folds``.
         hflip: random horizontal flips on training items.
         train_negative_fraction: share of training slices without pneumothorax kept.
-        phantom: keyword arguments for the phantom generator when ``data_dir`` is None.
+        phantom: keyword arguments for the phantom generator when ``data_dir`` is None;
+            ``version`` (what ``ptx fit`` records) must be the version this ptx draws.
     """
 
     modality: str = ""
@@ -90,7 +91,7 @@ class SegmentationDataModule(pl.LightningDataModule):
         self.split_fractions = tuple(split_fractions or self.default_fractions)
         self.hflip = hflip
         self.train_negative_fraction = train_negative_fraction
-        self.phantom = dict(phantom or {})
+        self.phantom = check_version(phantom or {}, self.modality)
         self.folds, self.fold = folds, fold
         self.split: Split | None = None
         self.report: dict = {}
@@ -150,7 +151,7 @@ class SegmentationDataModule(pl.LightningDataModule):
         if self.data_dir is not None:
             return self.data_dir
         tag = "-".join(f"{k}{v}" for k, v in sorted(self.phantom.items()))
-        version = f"v{VERSIONS[self.modality]}"
+        version = f"v{phantom_version(self.modality)}"
         name = f"{self.modality}-{version}-seed{self.seed}" + (f"-{tag}" if tag else "")
         return self.cache_dir / "phantom" / name
 
@@ -161,6 +162,7 @@ class SegmentationDataModule(pl.LightningDataModule):
             return ensure_phantom(root, self.modality, self.generate_phantom)
         if not root.is_dir():
             raise DataError("data folder does not exist; pass an existing data_dir", path=root)
+        warn_if_older(root, self.modality)
         return root
 
     def _decode(self, case: Case) -> CaseArrays:

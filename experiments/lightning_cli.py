@@ -26,6 +26,7 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from datamodules.base import SegmentationDataModule
+from datamodules.phantom import phantom_version
 from experiments.run_config import (
     config_hash,
     cuda_available,
@@ -111,14 +112,20 @@ class PtxCLI(LightningCLI):
         modality = getattr(data_class, "modality", "") or "runs"
         # one source for values two parts need: the data's channels and size, the monitor
         cfg.model.net_kwargs = typed_values(cfg.model.net_kwargs)
-        if "phantom" in cfg.data.init_args:  # --data.init_args.phantom.size 64: the int 64
-            cfg.data.init_args.phantom = typed_values(cfg.data.init_args.phantom)
+        init = cfg.data.init_args
+        if "phantom" in init:  # --data.init_args.phantom.size 64: the int 64
+            init.phantom = typed_values(init.phantom)
+        if data_class_draws_phantom(data_class, init):  # recorded and hashed with the run
+            init.phantom = {**(init.phantom or {}), "version": phantom_version(modality)}
         cfg.model.in_channels = cfg.data.init_args.in_channels
         cfg.model.image_size = cfg.data.init_args.image_size
         cfg.checkpoint.monitor = cfg.model.monitor
         cfg.trainer.precision = supported_precision(cfg.trainer.precision)
-        if cfg.model.channels_last is None:  # the default: where it is known to pay
-            cfg.model.channels_last = cuda_available()
+        if cfg.model.channels_last is None:  # the default: on the GPU, where it is known to pay
+            accelerator = str(cfg.trainer.accelerator or "auto")
+            cfg.model.channels_last = accelerator in ("gpu", "cuda") or (
+                accelerator == "auto" and cuda_available()
+            )
         run = cfg.run
         run.group = run.group or modality
         run.name = run.name or run_name(
@@ -278,6 +285,14 @@ class PtxCLI(LightningCLI):
             log.warning("no best checkpoint to test; testing the weights training ended with")
         self.trainer.validate(self.model, datamodule=self.datamodule, ckpt_path=best)
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best)
+
+
+def data_class_draws_phantom(data_class, init_args) -> bool:
+    """Whether this data config reads the phantom: a ptx DataModule with no data folder
+    (and, for CT, no manifest)."""
+    if getattr(data_class, "modality", "") not in ("ct", "xray"):
+        return False
+    return init_args.get("data_dir") is None and init_args.get("manifest") is None
 
 
 def resolved_config(args: list[str]) -> dict:

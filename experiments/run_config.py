@@ -18,6 +18,7 @@ import hashlib
 import importlib.metadata
 import json
 import logging
+import re
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
@@ -147,7 +148,12 @@ def typed_values(kwargs: dict | None) -> dict | None:
                 continue
             if parsed is None or isinstance(parsed, (bool, int, float)):
                 typed[key] = parsed
+            elif NUMBER.fullmatch(value):  # YAML 1.1 reads 1e-1 (no dot) as a string
+                typed[key] = float(value)
     return typed
+
+
+NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
 
 
 def cuda_available() -> bool:

@@ -68,8 +68,10 @@ def test_config_instantiates_with_paper_settings(experiment, profile, tmp_path):
     assert type(optimizer) is torch.optim.Adam
     scheduler = model.scheduler_factory and model.scheduler_factory(optimizer)
     group = optimizer.param_groups[0]
-    if scheduler is not None:  # only X-ray quick: warm-up + cosine over the run's steps
-        assert (modality, profile) == ("xray", "quick")
+    # only X-ray quick has a schedule (warm-up + cosine over the run's steps); the papers' and
+    # the CT quick profile's rates are constant
+    assert (scheduler is not None) == ((modality, profile) == ("xray", "quick"))
+    if scheduler is not None:
         assert type(scheduler) is WarmupCosineLR and scheduler.warmup_fraction == 0.05
         group["lr"] = scheduler.base_lrs[0]  # the peak; the warm-up starts below it
     checkpoint = next(c for c in trainer.callbacks if isinstance(c, ModelCheckpoint))
@@ -183,9 +185,13 @@ def test_network_keywords_from_the_command_line_get_their_types(tmp_path):
 
 def test_phantom_keywords_from_the_command_line_get_their_types(tmp_path):
     base = ["--exp", "xray/ms_scse_fc_densenet", "--profile", "quick", "--runs-dir", str(tmp_path)]
-    cli = run("fit", [*base, "--data.init_args.phantom.size", "128"], False)
-    assert cli.datamodule.phantom["size"] == 128 and cli.datamodule.phantom["min_depth"] == 0.1
-    assert "size128" in cli.datamodule.data_root.name
+    cli = run("fit", [*base, "--data.init_args.phantom.min_depth", "2e-1"], False)
+    assert cli.datamodule.phantom["min_depth"] == 0.2 and cli.datamodule.phantom["size"] == 256
+    assert cli.datamodule.data_root.name.startswith("xray-v2-seed0-")
+    # the phantom's version is part of the run's config (and its hash), the data folder not
+    assert cli.resolved["data"]["init_args"]["phantom"]["version"] == 2
+    real = run("fit", [*base, "--data", str(tmp_path)], False)
+    assert real.datamodule.phantom.get("version") is None
 
 
 def test_channels_last_where_the_profile_measured_it_else_on_a_gpu_only(tmp_path):
@@ -198,6 +204,7 @@ def test_channels_last_where_the_profile_measured_it_else_on_a_gpu_only(tmp_path
     assert channels_last("ct/unet", "quick") is gpu  # the CT encoders: slower in NHWC on CPU
     assert channels_last("ct/unet", "paper") is gpu
     assert channels_last("ct/unet", "quick", "--model.channels_last", "true") is True
+    assert channels_last("ct/unet", "paper", "--trainer.accelerator", "cpu") is False
 
 
 def test_old_optimizer_keys_are_refused_with_the_new_spelling(tmp_path):

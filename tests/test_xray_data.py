@@ -12,6 +12,7 @@ from xray_fixtures import xray_phantom
 
 from datamodules import XRayDataModule
 from datamodules.layouts.privacy import anonymous_key
+from datamodules.phantom import cli
 from datamodules.readers.rle import read_rle_csv, rle_encode, rle_encode_standard
 
 PHANTOM = {"patients": 24, "size": 128, "seed": 3, "layout": "both"}
@@ -163,6 +164,25 @@ def test_default_phantom_is_generated_once(tmp_path):
     again.setup()
     assert again.report["cases_decoded"] == 0
     assert again.split == dm.split
+    recorded = XRayDataModule(cache_dir=str(tmp_path), phantom={**settings, "version": 2})
+    assert recorded.data_root == dm.data_root  # the version ptx fit records is this one
+    with pytest.raises(ValueError, match="phantom version 1: this ptx draws version 2 of the"):
+        XRayDataModule(cache_dir=str(tmp_path), phantom={**settings, "version": 1})
+
+
+SIIM = ["--layout", "siim"]
+
+
+def test_a_phantom_folder_of_an_older_version_is_read_with_a_warning(tmp_path, caplog):
+    cli(["xray", "--out", str(tmp_path / "new"), "--patients", "2", "--size", "64"] + SIIM)
+    assert (tmp_path / "new" / ".ptx-phantom").read_text() == "xray 2\n"
+    shutil.copytree(tmp_path / "new", tmp_path / "old")
+    (tmp_path / "old" / ".ptx-phantom").write_text("")  # as written before versions
+    for name, warned in (("new", False), ("old", True)):
+        caplog.clear()
+        XRayDataModule(data_dir=str(tmp_path / name), cache_dir=str(tmp_path)).prepare_data()
+        older = [r.message for r in caplog.records if "version-1 xray phantom" in r.message]
+        assert bool(older) is warned, caplog.text
 
 
 def test_png_masks_are_decoded_once_into_the_cache(tmp_path, monkeypatch):

@@ -23,9 +23,51 @@ from experiments.cli import HelpFormatter
 log = logging.getLogger("ptx.data.phantom")
 
 MARKERS = (".ptx-phantom", ".complete")  # what ptx phantom / a DataModule leave in a phantom
-# Raised whenever a generator draws differently; it names the cache folder, so a phantom drawn
-# by an older generator is never read as the new one. xray 2: pleural air darker (0.06 -> 0.2).
+# Raised whenever a generator draws differently. It names the cache folder and enters each
+# run's config (data.init_args.phantom.version), so a phantom or a finished run of an older
+# generator is never taken for the new one. xray 2: pleural air darker (0.06 -> 0.2).
 VERSIONS = {"ct": 1, "xray": 2}
+
+
+def phantom_version(modality: str) -> int:
+    """The version of ``modality``'s phantom this ptx draws."""
+    if modality not in VERSIONS:
+        raise ValueError(f"no phantom for modality {modality!r}; use 'ct' or 'xray'")
+    return VERSIONS[modality]
+
+
+def check_version(settings: dict, modality: str) -> dict:
+    """``settings`` without its ``version`` key, refused when that names another version."""
+    settings = dict(settings)
+    asked = settings.pop("version", None)
+    current = phantom_version(modality)
+    if asked is not None and asked != current:
+        raise ValueError(
+            f"phantom version {asked!r}: this ptx draws version {current} of the {modality} "
+            "phantom (a run of an older one is not reproducible here; --force reruns it)"
+        )
+    return settings
+
+
+def warn_if_older(root: Path, modality: str) -> None:
+    """Log a warning when ``root`` is a phantom written by ``ptx phantom`` of an older
+    version (its ``.ptx-phantom`` marker names modality and version; empty: version 1)."""
+    marker = root / MARKERS[0]
+    if not marker.is_file():
+        return
+    words = marker.read_text().split()
+    version = int(words[1]) if len(words) == 2 and words[1].isdigit() else 1
+    if modality in VERSIONS and version < VERSIONS[modality]:
+        log.warning(
+            "%s: a version-%d %s phantom; this ptx draws version %d (ptx phantom %s --out %s "
+            "--overwrite redraws it)",
+            root,
+            version,
+            modality,
+            VERSIONS[modality],
+            modality,
+            root,
+        )
 
 
 def generate_phantom(modality: str, out: str | Path, **kwargs) -> Path:
@@ -41,7 +83,7 @@ def generate_phantom(modality: str, out: str | Path, **kwargs) -> Path:
         generate_xray_phantom(out, **kwargs)
     else:
         raise ValueError(f"unknown phantom modality {modality!r}; use 'ct' or 'xray'")
-    (out / MARKERS[0]).touch()
+    (out / MARKERS[0]).write_text(f"{modality} {phantom_version(modality)}\n")
     return out
 
 

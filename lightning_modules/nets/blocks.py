@@ -66,7 +66,7 @@ class SCSE(nn.Module):
         self.sse = nn.Sequential(nn.Conv2d(channels, 1, 1), nn.Sigmoid())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * (self.cse(x) + self.sse(x))  # = U cSE(U) + U sSE(U), one product fewer
+        return x * self.cse(x) + x * self.sse(x)
 
 
 class MultiScaleStem(nn.Module):
@@ -92,38 +92,43 @@ def _elu(x: torch.Tensor) -> torch.Tensor:
 
 
 class _VectorisedELU(torch.autograd.Function):
-    """ELU (alpha 1) from ``exp`` alone: forward ``max(x, e^min(x, 0) - 1)``, backward
-    ``grad * e^min(x, 0)`` (1 for x > 0, e^x below)."""
+    """ELU (alpha 1) from ``exp`` alone: forward ``max(x, e^min(x, 0) - 1)``, backward from
+    the output, as torch's in-place ELU: 1 for y > 0, e^x = y + 1 below. Saving the output
+    (which the next convolution keeps anyway) instead of the input costs no memory."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(x)
-        return _elu(x)
+        y = _elu(x)
+        ctx.save_for_backward(y)
+        return y
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        (x,) = ctx.saved_tensors
-        # from x, not from the output: in bf16, e^x - 1 rounds to -1 below x ~ -5.5
-        return grad * x.clamp(max=0).exp_()
+        (y,) = ctx.saved_tensors
+        return grad * (y.clamp(max=0) + 1)
 
 
 class ELU(nn.Module):
-    """ELU with alpha 1: ``nn.ELU`` with a CPU path several times faster.
+    """ELU with alpha 1: ``nn.ELU(inplace=True)`` with a CPU path several times faster.
 
     torch's CPU ELU kernel evaluates ``expm1`` one element at a time: 29 ms for 3.1 M bf16
     values on one core against 2 ms for the vectorised ``exp``, 35 % of a CPU training step of
     MS_scSE_FC-DenseNet (k = 12, 64 x 64, batch 8). On CPU the forward is
     ``max(x, exp(min(x, 0)) - 1)`` (ELU exactly: e^x - 1 >= x) and the backward
-    ``grad * exp(min(x, 0))``. Values and gradients match ``F.elu`` to the dtype's rounding
-    (in bf16, up to 0.003 for inputs just below 0, where ``exp`` rounds near 1). On other
-    devices, and while a graph is traced or exported, it is ``F.elu``: the exported ONNX
-    graph has an Elu node.
-    No parameters, so the paper's parameter counts and checkpoints are those of ``nn.ELU``.
+    ``grad * (min(y, 0) + 1)`` from the output y, as torch's in-place ELU computes it: forward
+    + backward 10 ms against 39 ms (bf16). Values match ``F.elu`` to within the dtype's
+    rounding of numbers near 1 (``exp`` of inputs just below 0 rounds: an absolute error up
+    to 6e-8 in fp32, 0.003 in bf16); gradients as those of the in-place ELU. On other
+    devices it is ``F.elu`` in place, and while a graph is traced or exported ``F.elu``: an
+    exported ONNX graph has an Elu node. No parameters, so the paper's parameter counts and
+    checkpoints are those of ``nn.ELU``.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type != "cpu" or _tracing():
+        if _tracing():
             return F.elu(x)
+        if x.device.type != "cpu":
+            return F.elu(x, inplace=True)
         if torch.is_grad_enabled() and x.requires_grad:
             return _VectorisedELU.apply(x)
         return _elu(x)
