@@ -26,7 +26,7 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from datamodules.base import SegmentationDataModule
-from datamodules.phantom import phantom_version
+from datamodules.phantom import VERSIONS, phantom_version
 from experiments.run_config import (
     config_hash,
     cuda_available,
@@ -110,13 +110,18 @@ class PtxCLI(LightningCLI):
         cfg = self.config[command] if self.subcommand else self.config
         data_class = import_object(cfg.data.class_path)
         modality = getattr(data_class, "modality", "") or "runs"
-        # one source for values two parts need: the data's channels and size, the monitor
-        cfg.model.net_kwargs = typed_values(cfg.model.net_kwargs)
         init = cfg.data.init_args
-        if "phantom" in init:  # --data.init_args.phantom.size 64: the int 64
-            init.phantom = typed_values(init.phantom)
+        # the dicts without value types: --model.loss_kwargs.weight_power 0.75 gives 0.75
+        for owner, key in (
+            (cfg.model, "net_kwargs"),
+            (cfg.model, "loss_kwargs"),
+            (init, "phantom"),
+        ):
+            if key in owner:
+                setattr(owner, key, typed_values(getattr(owner, key)))
         if data_class_draws_phantom(data_class, init):  # recorded and hashed with the run
             init.phantom = {**(init.phantom or {}), "version": phantom_version(modality)}
+        # one source for values two parts need: the data's channels and size, the monitor
         cfg.model.in_channels = cfg.data.init_args.in_channels
         cfg.model.image_size = cfg.data.init_args.image_size
         cfg.checkpoint.monitor = cfg.model.monitor
@@ -290,7 +295,7 @@ class PtxCLI(LightningCLI):
 def data_class_draws_phantom(data_class, init_args) -> bool:
     """Whether this data config reads the phantom: a ptx DataModule with no data folder
     (and, for CT, no manifest)."""
-    if getattr(data_class, "modality", "") not in ("ct", "xray"):
+    if getattr(data_class, "modality", "") not in VERSIONS:
         return False
     return init_args.get("data_dir") is None and init_args.get("manifest") is None
 

@@ -132,9 +132,12 @@ def wandb_config(config: Mapping, data_root: Path | None) -> dict:
     return plain
 
 
+NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")  # 1e-1, 2.5E3: YAML 1.1 strings
+
+
 def typed_values(kwargs: dict | None) -> dict | None:
-    """``--model.net_kwargs.growth_rate 4`` (or ``--data.init_args.phantom.size 64``) arrives
-    as the string ``"4"`` (a free-form dict has no types to parse into): read each string
+    """``--model.net_kwargs.growth_rate 4`` (or ``loss_kwargs``, ``phantom``) arrives as the
+    string ``"4"`` (a free-form dict has no types to parse into): read each string
     value as YAML when that gives a number, a boolean or null, so the network gets ``4``;
     names stay strings."""
     if not kwargs:
@@ -151,9 +154,6 @@ def typed_values(kwargs: dict | None) -> dict | None:
             elif NUMBER.fullmatch(value):  # YAML 1.1 reads 1e-1 (no dot) as a string
                 typed[key] = float(value)
     return typed
-
-
-NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
 
 
 def cuda_available() -> bool:

@@ -185,8 +185,10 @@ def test_network_keywords_from_the_command_line_get_their_types(tmp_path):
 
 def test_phantom_keywords_from_the_command_line_get_their_types(tmp_path):
     base = ["--exp", "xray/ms_scse_fc_densenet", "--profile", "quick", "--runs-dir", str(tmp_path)]
-    cli = run("fit", [*base, "--data.init_args.phantom.min_depth", "2e-1"], False)
+    more = ["--model.loss_kwargs.weight_power", "0.75"]  # the same for every free-form dict
+    cli = run("fit", [*base, "--data.init_args.phantom.min_depth", "2e-1", *more], False)
     assert cli.datamodule.phantom["min_depth"] == 0.2 and cli.datamodule.phantom["size"] == 256
+    assert cli.model.criterion.weight_power == 0.75
     assert cli.datamodule.data_root.name.startswith("xray-v2-seed0-")
     # the phantom's version is part of the run's config (and its hash), the data folder not
     assert cli.resolved["data"]["init_args"]["phantom"]["version"] == 2
