@@ -172,6 +172,19 @@ def predicts_nothing(run: Run) -> bool:
     return empty_share(run) == 1.0
 
 
+def segments_nothing(run: Run) -> bool:
+    """True when the run's network found no pneumothorax pixel on any test image that has one:
+    every mask empty, or masks that never touch a pneumothorax (stray blobs elsewhere). Either
+    way it has not learnt to segment, whatever its accuracy or specificity say."""
+    if predicts_nothing(run):
+        return True
+    true_area, tp = run.per_image.values.get("true_area"), run.per_image.values.get("tp")
+    if true_area is None or tp is None:
+        return False
+    positive = np.nan_to_num(true_area) > 0
+    return bool(positive.any()) and not np.nan_to_num(tp[positive]).any()
+
+
 def population_sizes(runs: list[Run]) -> dict[str, tuple[int, int]]:
     """``{population: (images, patients)}`` of finished runs' pooled test sets (the folds of
     one seed: each image once)."""

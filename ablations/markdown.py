@@ -192,7 +192,8 @@ def render_markdown(table: Table, notes: list[str] = ()) -> str:
     references = {row["reference"] for row in table.rows}
     for row in table.rows:
         label = row["label"] + (" (ref.)" if row["cell"] in references else "")
-        label += " (predicts nothing)" if row["predicts_nothing"] else ""
+        if row["predicts_nothing"] or row["segments_nothing"]:
+            label += " (predicts nothing)" if row["predicts_nothing"] else " (segments nothing)"
         cells = [_cell_text(row, kind, c, decimals[c.key], several) for _, kind, c in header]
         lines.append(f"| {label} | {row['runs']} | " + " | ".join(cells) + " |")
     lines.append("")

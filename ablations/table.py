@@ -15,10 +15,12 @@ Per column source (``ablations/sweeps.py``; the numbers come from ``ablations/co
 Every number is multiplied by the column's ``scale`` (p-values and counts are not); the
 paper's published value (``k_paper``, and ``k_paper_mean`` for a ``max_mean`` pair) is
 already in the column's unit. ``pred_empty`` is the share of test images a cell's network
-left empty (mean over seeds); a cell whose network predicted nothing on some seed is never
-marked better (``predicts_nothing``) and a note says so. Cells without a finished run keep
-their row with NaNs and their status (``not run``, ``failed``, ...). ``write_csv``/
-``write_json`` store the rows unrounded; ``ablations/report.py`` renders Markdown.
+left empty (mean over seeds); a cell whose network predicted nothing on some seed
+(``predicts_nothing``), or whose masks touched no pneumothorax on any test image
+(``segments_nothing``, which includes the first), is never marked better and a note says
+so. Cells without a finished run keep their row with NaNs and their status (``not run``,
+``failed``, ...). ``write_csv``/``write_json`` store the rows unrounded;
+``ablations/report.py`` renders Markdown.
 """
 
 from __future__ import annotations
@@ -150,7 +152,7 @@ def build_table(
         cell = cell_runs.cell
         ref_id = sweep.reference_of(cell).id
         finished = cell_runs.finished
-        empty = [r for r in finished if columns.predicts_nothing(r)]
+        empty = [r for r in finished if columns.segments_nothing(r)]
         row = {
             "cell": cell.id,
             "label": cell.label,
@@ -160,7 +162,8 @@ def build_table(
             "folds": len({r.fold for r in finished if r.fold is not None}),
             "reference": ref_id,
             "pred_empty": stats.mean_sd([columns.empty_share(r) for r in finished])[0],
-            "predicts_nothing": bool(empty),
+            "predicts_nothing": any(columns.predicts_nothing(r) for r in finished),
+            "segments_nothing": bool(empty),
         }
         for column in sweep.columns:
             k, s = column.key, column.scale
@@ -170,7 +173,7 @@ def build_table(
                     column, agg, ref, ref_id == cell.id, n_resamples, bootstrap_seed
                 )
                 if empty and entries[f"{k}_sig"] == "better":
-                    entries[f"{k}_sig"] = ""  # an empty prediction is never "better"
+                    entries[f"{k}_sig"] = ""  # a network that segments nothing is never "better"
                 row.update(entries)
             else:
                 values = columns.seed_values(cell_runs, column)
@@ -181,10 +184,16 @@ def build_table(
                     row[f"{k}_fold_sd"] = columns.fold_sd(cell_runs, values) * s
             row.update(_paper_cells(column, cell.paper.get(k)))
         if empty:
+            seeds = ", ".join(str(r.seed) for r in empty)
+            what = (
+                "predicted no pneumothorax on any test image"
+                if row["predicts_nothing"]
+                else "found no pneumothorax pixel on any test image that has one"
+            )
             notes.append(
-                f"{cell.label}: the network predicted no pneumothorax on any test image "
-                f"(seed {', '.join(str(r.seed) for r in empty)}): it has not learnt to segment; "
-                "its overlap scores are 0 and it is never marked better than the reference"
+                f"{cell.label}: the network {what} (seed {seeds}): it has not learnt to "
+                "segment; its overlap scores are 0 and it is never marked better than the "
+                "reference"
             )
         rows.append(row)
     runs = [r for c in cells for r in c.finished]

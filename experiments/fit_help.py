@@ -45,12 +45,14 @@ def print_help(command: str, argv: list[str]) -> int:
 def _lightning_help(command: str, args: list[str]):
     """Print LightningCLI's help of ``command``, defaults from the configs in ``args``;
     returns those values (a jsonargparse Namespace) or None without configs."""
-    from jsonargparse import ActionConfigFile, Namespace
-    from jsonargparse._actions import _ActionConfigLoad
+    from jsonargparse import Namespace
 
     from experiments.lightning_cli import PtxCLI
 
-    sections = (ActionConfigFile, _ActionConfigLoad)  # `--model CONFIG`: its keys come one by one
+    # Config-file options (`--config`, and `--model CONFIG`, jsonargparse's private
+    # _ActionConfigLoad) carry no default of their own: their keys come one by one. Told apart
+    # by class name, so a jsonargparse that renames its private class costs no ImportError.
+    sections = {"ActionConfigFile", "_ActionConfigLoad"}
 
     values = None
 
@@ -70,7 +72,7 @@ def _lightning_help(command: str, args: list[str]):
                     {
                         action.dest: plain(values.get(action.dest))
                         for action in sub._actions
-                        if not isinstance(action, sections) and action.dest in values
+                        if type(action).__name__ not in sections and action.dest in values
                     }
                 )
             super().parse_arguments(parser, [command, "--help"])

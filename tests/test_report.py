@@ -242,6 +242,9 @@ def test_a_network_that_predicts_nothing_scores_zero_ranks_last_and_is_never_bet
     true_area = [tp + fn for tp, _, fn in COUNTS[("ref", 0)]]
     monkeypatch.setitem(COUNTS, ("empty", 0), [(0, 0, t) for t in true_area])  # nothing
     monkeypatch.setitem(COUNTS, ("noisy", 0), [(t, 30, 0) for t in true_area])  # + 30 FP px
+    # nothing on the pneumothoraces, a stray pixel on each image without one
+    stray = [(0, 0 if t else 1, t) for t in true_area]
+    monkeypatch.setitem(COUNTS, ("stray", 0), stray)
     sweep = {
         "title": "predicts nothing",
         "paper": "efa-net",
@@ -251,17 +254,18 @@ def test_a_network_that_predicts_nothing_scores_zero_ranks_last_and_is_never_bet
             {"key": "acc", "label": "Accuracy (%)", "scale": 100},
         ],
         "cells": [
-            {"id": c, "label": c.title(), "exp": "ct/unet"} for c in ("ref", "empty", "noisy")
+            {"id": c, "label": c.title(), "exp": "ct/unet"}
+            for c in ("ref", "empty", "noisy", "stray")
         ],
     }
     sweep_file = tmp_path / "empty.yaml"
     sweep_file.write_text(yaml.safe_dump(sweep, sort_keys=False))
-    for cell in ("ref", "empty", "noisy"):
+    for cell in ("ref", "empty", "noisy", "stray"):
         write_run(tmp_path / "runs" / "empty" / f"{cell}-s0", cell, 0)
     folder = write_report(str(sweep_file), tmp_path / "runs", tmp_path / "out", wandb=False).folder
     rows = read_csv_rows(folder / "table.csv")
     ranking = sorted(rows, key=lambda c: -float(rows[c]["dice"]))
-    assert ranking[-1] == "empty" and float(rows["empty"]["dice"]) == 0.0
+    assert set(ranking[-2:]) == {"empty", "stray"} and float(rows["empty"]["dice"]) == 0.0
     assert rows["empty"]["predicts_nothing"] == "True" and float(rows["empty"]["pred_empty"]) == 1
     assert rows["empty"]["dice_sig"] == "worse" and rows["ref"]["dice_sig"] == "better"
     # more accurate than the noisy reference on every image, but not "better"
@@ -269,3 +273,15 @@ def test_a_network_that_predicts_nothing_scores_zero_ranks_last_and_is_never_bet
     assert rows["empty"]["acc_sig"] == ""
     markdown = (folder / "table.md").read_text()
     assert "Empty (predicts nothing)" in markdown and "predicted no pneumothorax" in markdown
+    # masks that never touch a pneumothorax: not empty, yet it segments nothing either
+    assert (rows["stray"]["predicts_nothing"], rows["stray"]["segments_nothing"]) == (
+        "False",
+        "True",
+    )
+    assert float(rows["stray"]["dice"]) == 0.0 and rows["stray"]["dice_sig"] == "worse"
+    assert float(rows["stray"]["acc_diff"]) > 0 and float(rows["stray"]["acc_p_t"]) < 0.05
+    assert rows["stray"]["acc_sig"] == ""
+    assert (
+        rows["noisy"]["segments_nothing"] == "False" and rows["ref"]["segments_nothing"] == "False"
+    )
+    assert "Stray (segments nothing)" in markdown and "found no pneumothorax pixel" in markdown
