@@ -14,6 +14,7 @@ from datamodules.base import SegmentationDataModule
 from datamodules.cache import CaseArrays
 from datamodules.io.errors import DataError
 from datamodules.layouts import Case
+from datamodules.layouts.privacy import image_key
 from datamodules.layouts.xray import (
     Radiograph,
     discover_radiographs,
@@ -86,11 +87,13 @@ class XRayDataModule(SegmentationDataModule):
         self.rle_scheme = rle_scheme
         self.intensity = intensity
         self.percentiles = (low, high)
+        self.skipped_ids: dict[str, list[str]] = {}  # by reason, from the last discovery
 
     def preprocessing_settings(self) -> dict:
         return {
             **super().preprocessing_settings(),
             "reader": READER_VERSION,
+            "ids": "image_key",  # stored ids are keys (entries that held file stems: rebuilt)
             "intensity": self.intensity,
             "percentiles": list(self.percentiles),
         }
@@ -131,10 +134,13 @@ class XRayDataModule(SegmentationDataModule):
         return cases, errors
 
     def _report_skipped(self, skipped: dict[str, list[str]]) -> None:
+        """Counts in the report and the log; the ids themselves (file stems, which may
+        identify) only in memory, for ``ptx check-data`` to name."""
+        self.skipped_ids = skipped
         self.report["images_skipped"] = {reason: len(ids) for reason, ids in skipped.items()}
         for reason, ids in skipped.items():
             if ids:
-                log.warning("skipped %d ids (%s), e.g. %s", len(ids), reason, ", ".join(ids[:3]))
+                log.warning("skipped %d images (%s); ptx check-data names them", len(ids), reason)
 
     def load_case(self, case: Radiograph) -> CaseArrays:
         image = read_radiograph(case.files[0], self.intensity, self.percentiles)
@@ -152,7 +158,8 @@ class XRayDataModule(SegmentationDataModule):
         source = "png" if case.mask_file is not None else f"{case.scheme} RLE"
         info = {"layout": f"{'dicom' if is_dicom(case.files[0]) else 'png'} + {source}"}
         info["shape"] = image.shape
-        return CaseArrays(images=image[None], masks=mask[None], ids=[case.image_id], info=info)
+        ids = [image_key(case.image_id)]  # the file stem may identify: never recorded as is
+        return CaseArrays(images=image[None], masks=mask[None], ids=ids, info=info)
 
     def split_cases(self, cases: Sequence[Case]) -> Split:
         return stratified_split(self.patient_labels(cases), self.split_fractions, seed=self.seed)

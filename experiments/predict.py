@@ -8,12 +8,14 @@ slices involved and the estimated compression ratio per side
 (``lightning_modules.volumetry``). Cases are named by a keyed, non-identifying key of the
 input's path (``datamodules.layouts.privacy``), as patients are everywhere else.
 
-X-ray (DICOM or PNG radiographs, a file or a folder), per image: ``masks/<id>.png`` at the
-input size, ``overlays/<id>.png`` (the contour on the radiograph), a row with the diagnosis
-by the run's rule, the area in pixels (and mm² when the DICOM has a pixel spacing) and the
-top probability; plus ``submission.csv`` in the SIIM-ACR format (``ImageId,EncodedPixels``,
-relative RLE, ``-1`` for no pneumothorax) that the SIIM reader reads back. The id is the
-file stem (the SOP Instance UID of a SIIM file), as in the X-ray data module.
+X-ray (DICOM or PNG radiographs, a file or a folder), per image: ``masks/<case>.png`` at
+the input size, ``overlays/<case>.png`` (the contour on the radiograph), a row with the
+diagnosis by the run's rule, the area in pixels (and mm² when the DICOM has a pixel spacing)
+and the top probability; plus ``submission.csv`` in the SIIM-ACR format
+(``ImageId,EncodedPixels``, relative RLE, ``-1`` for no pneumothorax) that the SIIM reader
+reads back. ``<case>`` is the image's key (``image_key`` of its file stem, as in the X-ray
+data module's records); the ImageId of the submission is the stem itself, the one output
+that names the images, since the format asks for it.
 
 Each finished case writes ``cases/<case>.json`` first, so a killed run resumes where it
 stopped (``--overwrite`` predicts everything again).

@@ -1,5 +1,6 @@
 """``ptx predict`` for chest radiographs: find them, segment each, write masks, overlays and
-the SIIM-ACR submission."""
+the SIIM-ACR submission. Outputs are named by each image's key (``image_key`` of its file
+stem, which may identify); only ``submission.csv`` holds the ids, as its format asks."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import numpy as np
 from scipy import ndimage
 
 from datamodules.io.errors import DataError
+from datamodules.layouts.privacy import image_key
 from datamodules.readers.dicom import read_dicom
 from datamodules.readers.radiograph import DEFAULT_PERCENTILES, is_dicom, read_radiograph
 from datamodules.readers.rle import rle_encode
@@ -21,8 +23,9 @@ MASK_FOLDERS = {"masks", "overlays", "probabilities"}  # a PNG layout's labels, 
 
 @dataclass(frozen=True)
 class Radiograph:
-    name: str  # the image id: the file stem (the SOP Instance UID of SIIM files)
+    name: str  # the image's key (image_key of its id): output file names, logs
     path: Path
+    image_id: str  # the file stem (the SOP Instance UID of SIIM files): submission.csv only
 
     @staticmethod
     def summary(row: dict) -> str:
@@ -35,7 +38,7 @@ def find_radiographs(root: Path) -> list[Radiograph]:
     if not root.exists():
         raise DataError("input not found", path=root)
     if root.is_file():
-        return [Radiograph(root.stem, root)]
+        return [Radiograph(image_key(root.stem), root, root.stem)]
     found = [
         p
         for p in sorted(root.rglob("*"))
@@ -50,7 +53,7 @@ def find_radiographs(root: Path) -> list[Radiograph]:
                 f"two images with the id {path.stem!r} (also {names[path.stem]})", path=path
             )
         names[path.stem] = path
-    return [Radiograph(stem, path) for stem, path in names.items()]
+    return [Radiograph(image_key(stem), path, stem) for stem, path in names.items()]
 
 
 def pixel_area_mm2(path: Path) -> float | None:
@@ -92,7 +95,7 @@ def predict_radiograph(predictor, item: Radiograph, out: Path, args) -> dict:
     area = int(mask.sum())
     pixel_mm2 = pixel_area_mm2(item.path)
     return {
-        "image_id": item.name,
+        "case": item.name,
         "ptx": bool(calls[0]),
         "area_px": area,
         "area_mm2": None if pixel_mm2 is None else area * pixel_mm2,
@@ -101,6 +104,7 @@ def predict_radiograph(predictor, item: Radiograph, out: Path, args) -> dict:
         "height": int(image.shape[0]),
         "width": int(image.shape[1]),
         "_rle": rle_encode(mask if calls[0] else np.zeros_like(mask)),
+        "_image_id": item.image_id,  # the submission's ImageId; not in predictions.csv
     }
 
 
@@ -108,4 +112,4 @@ def write_submission(path: Path, rows: list[dict]) -> None:
     """SIIM-ACR ``ImageId,EncodedPixels``: relative RLE of images called PTX, else ``-1``."""
     from experiments.predict import write_csv
 
-    write_csv(path, [{"ImageId": r["image_id"], "EncodedPixels": r["_rle"]} for r in rows])
+    write_csv(path, [{"ImageId": r["_image_id"], "EncodedPixels": r["_rle"]} for r in rows])

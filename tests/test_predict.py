@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import nibabel as nib
 import numpy as np
@@ -112,7 +113,7 @@ def test_xray_masks_overlays_and_submission_round_trip(radiographs, tmp_path):
     rows = [predict_radiograph(predictor("xray"), i, tmp_path, options()) for i in items]
     write_submission(tmp_path / "submission.csv", rows)
     submitted = read_rle_csv(tmp_path / "submission.csv")
-    assert sorted(submitted) == sorted(i.name for i in items)
+    assert sorted(submitted) == sorted(i.image_id for i in items)  # ids: stems
     for item, row in zip(items, rows, strict=True):
         image = read_radiograph(item.path)
         mask = read_mask_png(tmp_path / "masks" / f"{item.name}.png")
@@ -121,11 +122,16 @@ def test_xray_masks_overlays_and_submission_round_trip(radiographs, tmp_path):
         assert row["area_px"] == mask.sum() and row["ptx"] == (row["grid_area_px"] > 50)
         assert row["area_mm2"] > 0 if row["area_px"] else row["area_mm2"] == 0
         decoded = np.zeros_like(mask)
-        for rle in submitted[item.name]:
+        for rle in submitted[item.image_id]:
             if rle.encoded != "-1":
                 decoded |= rle_decode(rle.encoded, *mask.shape)
         assert np.array_equal(decoded, mask if row["ptx"] else np.zeros_like(mask))
         assert (tmp_path / "overlays" / f"{item.name}.png").is_file()
+        assert row["case"] == item.name and "_image_id" in row and "image_id" not in row
+    # outputs are named by keys: no file stem (a SOP Instance UID here) in any name
+    names = [p.name for p in tmp_path.rglob("*")]
+    assert all(re.fullmatch(r"i[0-9a-f]{12}\.png", n) for n in names if n.endswith(".png"))
+    assert not any(item.image_id in n for item in items for n in names)
 
 
 def test_predict_cli_from_a_run_folder_writes_every_case_and_resumes(

@@ -155,7 +155,7 @@ def test_vendor_radiographs_give_masks_of_their_size_and_a_submission_that_parse
     rows = [predict_radiograph(predictor("xray"), i, tmp_path, options()) for i in items]
     write_submission(tmp_path / "submission.csv", rows)
     submitted = read_rle_csv(tmp_path / "submission.csv")
-    assert sorted(submitted) == sorted(i.name for i in items)
+    assert sorted(submitted) == sorted(i.image_id for i in items)  # ids: stems
     for item, row in zip(items, rows, strict=True):
         ds = pydicom.dcmread(item.path)
         image = read_radiograph(item.path)
@@ -168,7 +168,7 @@ def test_vendor_radiographs_give_masks_of_their_size_and_a_submission_that_parse
             mm2 = float(spacing[0]) * float(spacing[1])
             assert row["area_mm2"] == pytest.approx(mask.sum() * mm2), item.name
         decoded = np.zeros_like(mask)
-        for rle in submitted[item.name]:
+        for rle in submitted[item.image_id]:
             if rle.encoded != "-1":
                 decoded |= rle_decode(rle.encoded, *mask.shape)
         assert np.array_equal(decoded, mask if row["ptx"] else np.zeros_like(mask))

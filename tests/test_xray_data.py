@@ -11,7 +11,7 @@ from PIL import Image
 from xray_fixtures import xray_phantom
 
 from datamodules import XRayDataModule
-from datamodules.layouts.privacy import anonymous_key
+from datamodules.layouts.privacy import anonymous_key, image_key
 from datamodules.phantom import cli
 from datamodules.readers.rle import read_rle_csv, rle_encode, rle_encode_standard
 
@@ -56,7 +56,7 @@ def test_item_contract(phantom, tmp_path):
     assert item["image"].std() > 0.1  # a radiograph, not a constant
     assert item["mask"].dtype == torch.uint8 and item["mask"].shape == (64, 64)
     assert set(item["mask"].unique().tolist()) <= {0, 1}
-    assert item["id"] in {f.stem for f in files}  # the SOP Instance UID
+    assert item["id"] in {image_key(f.stem) for f in files}  # the key of the SOP Instance UID
     positives = dm.train_dataset.positive
     assert 0.3 < positives.mean() < 0.7  # about half the images have pneumothorax
     batch = next(iter(dm.train_dataloader()))
@@ -150,7 +150,7 @@ def test_cache_reuse_and_invalidation(phantom, tmp_path):
     csv.write_text("\n".join([*kept, f"{target}, {rle_encode(square)}"]) + "\n")
     edited = _dm(root, tmp_path)
     assert edited.report["cases_decoded"] == 1
-    np.testing.assert_array_equal(_by_id(edited)[target][1].numpy(), square[::2, ::2])
+    np.testing.assert_array_equal(_by_id(edited)[image_key(target)][1].numpy(), square[::2, ::2])
     assert _dm(root, tmp_path, image_size=32).report["cases_decoded"] == n  # new settings
 
 

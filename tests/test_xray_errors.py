@@ -10,6 +10,7 @@ from PIL import Image
 from xray_fixtures import xray_phantom
 
 from datamodules import DataError, XRayDataModule
+from datamodules.layouts.check import check_data
 from datamodules.readers.rle import read_rle_csv
 
 PHANTOM = {"patients": 10, "size": 96, "seed": 5, "layout": "both"}
@@ -99,7 +100,10 @@ def test_skipped_ids_are_reported_not_dropped_silently(siim, tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="ptx.data"):
         dm = _setup(siim, tmp_path)
     assert dm.report["images_skipped"] == {"image without RLE row": 0, "RLE row without image": 2}
-    assert "skipped 2 ids (RLE row without image)" in caplog.text and orphan.stem in caplog.text
+    assert "skipped 2 images (RLE row without image)" in caplog.text
+    assert orphan.stem not in caplog.text  # a file stem may identify: the log has counts
+    _, _, problems = check_data(siim, "xray")  # the data owner's check names them
+    assert problems == [f"skipped 2 (RLE row without image): 1.2.3.4.5, {orphan.stem}"]
 
 
 def test_no_patient_identifier_leaves_the_dicom_files(phantom, tmp_path, caplog):
@@ -111,6 +115,7 @@ def test_no_patient_identifier_leaves_the_dicom_files(phantom, tmp_path, caplog)
     for h in headers:  # the phantom carries realistic made-up identifiers
         secrets |= {str(h.PatientName), h.PatientID, h.AccessionNumber}
         secrets |= {str(h.PatientName).split("^")[0]}
+        secrets |= {h.SOPInstanceUID}  # the file stem, the image id: a site's own UID
     assert all(len(s) >= 5 for s in secrets) and any(s.startswith("MRN") for s in secrets)
     cache = tmp_path / "cache"
     with caplog.at_level(logging.DEBUG):

@@ -93,13 +93,19 @@ def check_data(root: Path, modality: str | None = None) -> tuple[str, list[CaseC
         cases, errors = dm.discover_entries(root)
     except DataError as err:
         return modality, [], [str(err)]
-    skipped = dm.report.get("images_skipped", {})
-    problems = [f"skipped {n} ({why})" for why, n in skipped.items() if n]
+    skipped = getattr(dm, "skipped_ids", {})  # the data owner's own check: ids named here
+    problems = [f"skipped {len(ids)} ({why}): {_first(ids)}" for why, ids in skipped.items() if ids]
     checks = [CaseCheck(err.patient or "(discovery)", error=str(err)) for err in errors]
     checks += [check_case(dm, case) for case in cases]
     if not checks:
         problems.append(f"no {modality} cases found")
     return modality, checks, problems
+
+
+def _first(ids: list[str], shown: int = 5) -> str:
+    """The first ``shown`` ids, and how many more."""
+    more = f" and {len(ids) - shown} more" if len(ids) > shown else ""
+    return ", ".join(ids[:shown]) + more
 
 
 def cli(argv: list[str]) -> int:

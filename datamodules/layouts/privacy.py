@@ -124,6 +124,13 @@ def anonymous_key(value: str, prefix: str = "p", length: int = 12) -> str:
     return f"{prefix}{code[:length]}"
 
 
+def image_key(image_id: str) -> str:
+    """The key of a radiograph whose id is ``image_id`` (its file stem: a SOP Instance UID,
+    an accession number or a name, whatever the site exported), e.g. ``i5b0e7f21c9d3``: what
+    records, logs, W&B and ``ptx predict``'s file names carry instead of the id."""
+    return anonymous_key(f"radiograph:{image_id}", prefix="i")
+
+
 def id_fingerprint(secret: bytes | None = None) -> str:
     """8 hex digits that tell secrets apart without revealing them (recorded in runs)."""
     key = id_secret() if secret is None else secret
