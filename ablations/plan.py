@@ -6,8 +6,8 @@ stands: ``finished`` (tested: skip it), else a ``checkpoints/last.ckpt`` to resu
 else nothing usable (start over). A finished run is reused only when its resolved
 configuration is the one this sweep would run for the cell (same ``config_hash``,
 ``experiments.run_config``: experiment, profile, data folder, every override and extra
-argument) and its identifier secret is this machine's; otherwise planning stops, names the
-settings that differ and says how to keep both or replace it.
+argument), its identifier secret is this machine's and its record version this ptx-seg's;
+otherwise planning stops, names what differs and says how to keep both or replace it.
 """
 
 from __future__ import annotations
@@ -21,9 +21,11 @@ import yaml
 
 from ablations.sweeps import Cell, Sweep, SweepError
 from datamodules.layouts.privacy import id_fingerprint
+from lightning_modules.metric_functions import RECORD_VERSION
 from lightning_modules.records import (
     FINISHED,
     METRICS,
+    OLDER_RECORDS,
     RecordError,
     config_data_dir,
     read_config,
@@ -102,6 +104,10 @@ def check_identity(job: Job, record: dict, wanted: Callable[[], dict], profile, 
             f"identifier secret {secret} (this sweep: {id_fingerprint()}; patient keys differ: "
             "share the secret, docs/data.md)"
         )
+    version = record.get("record_version", 1)
+    if version != RECORD_VERSION:
+        why = OLDER_RECORDS.get(version, "unknown")
+        differ.append(f"record version {version}: {why} (this ptx-seg: {RECORD_VERSION})")
     if differ:
         raise SweepError(
             f"{job.run_dir} holds a finished run of another configuration: {'; '.join(differ)}. "

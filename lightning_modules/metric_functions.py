@@ -21,8 +21,9 @@ from scipy.spatial import cKDTree
 
 # Version of what a run record's numbers mean (metrics.json ``record_version``). 2: set-level
 # overlap metrics over the images with pneumothorax, ``dice_kaggle`` the all-image mean, the
-# diagnosis rule recorded. Readers refuse records of another version.
-RECORD_VERSION = 2
+# diagnosis rule recorded. 3: radiograph ids are keys (``image_key``), never file stems.
+# Readers refuse records of another version (``records.OLDER_RECORDS`` says why).
+RECORD_VERSION = 3
 PER_IMAGE_KEYS = ("acc", "dice", "iou", "sen", "spec", "mpa", "dsc")
 HAUSDORFF_KEYS = ("hd", "hd95")
 ALIASES = {"dsc1": "dice", "pa1": "sen"}  # the X-ray paper's names for the same numbers

@@ -46,6 +46,10 @@ RECORD_FILES = (METRICS, PER_IMAGE, CONFIG, SPLIT)  # what makes a folder hold a
 CREATED, RUNNING, FITTED, FINISHED, FAILED = "created", "running", "fitted", "finished", "failed"
 PREDICTION_KEYS = ("ids", "image", "true", "pred")
 _REMEDY = "rerun the cell (ptx sweep ... FORCE=1) or delete its folder"
+OLDER_RECORDS = {  # why a finished record of an older version is not read
+    1: "averaged Dice over every image, empty ones counting 1",
+    2: "recorded radiograph ids as their file stems, which may identify",
+}
 
 
 def remedy() -> str:
@@ -265,9 +269,10 @@ def read_metrics(path: Path) -> dict:
         raise RecordError(f"{path}: 'history' must be a list of per-epoch rows; {_REMEDY}")
     version = record.get("record_version", 1)
     if record["status"] == FINISHED and version != RECORD_VERSION:
+        why = OLDER_RECORDS.get(version, "is not one this ptx-seg knows")
         raise RecordError(
             f"{path}: record version {version}, this ptx-seg reads version {RECORD_VERSION} "
-            "(version 1 averaged Dice over every image, empty ones counting 1); " + _REMEDY
+            f"(version {version} {why}); " + _REMEDY
         )
     return record
 

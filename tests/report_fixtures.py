@@ -12,7 +12,7 @@ import math
 import numpy as np
 import yaml
 
-from lightning_modules.metric_functions import image_metrics
+from lightning_modules.metric_functions import RECORD_VERSION, image_metrics
 
 IDS = ["pAAA-z0", "pAAA-z1", "pBBB-z0", "pBBB-z1", "pCCC-z0", "pCCC-z1"]
 PATIENTS = ["pAAA", "pAAA", "pBBB", "pBBB", "pCCC", "pCCC"]
@@ -56,7 +56,7 @@ def write_run(run_dir, cell, seed, status="finished", nan_as="nan", shuffle=Fals
         for e in (1, 2, 3)
     ]
     metrics = {"name": run_dir.name, "seed": seed, "profile": "quick", "status": status}
-    metrics["record_version"] = 2
+    metrics["record_version"] = RECORD_VERSION
     metrics["diagnosis"] = {"rule": "paper", "min_area": 50}
     metrics.update({"params": 430000 if cell == "ref" else 24430242, "gmacs": 1.5})
     metrics["history"] = history

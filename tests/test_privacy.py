@@ -16,6 +16,7 @@ from ablations.plan import plan
 from ablations.records import CellRuns, Run, check_id_fingerprints
 from ablations.sweeps import Cell, SweepError, load_sweep
 from datamodules.layouts import privacy
+from lightning_modules.metric_functions import RECORD_VERSION
 from lightning_modules.records import FINISHED, RecordError
 
 
@@ -79,9 +80,10 @@ def test_run_records_carry_the_fingerprint(monkeypatch):
     assert info["id_fingerprint"] == privacy.id_fingerprint(b"s1")
 
 
-def _finished(run_dir: Path, exp: str, fingerprint: str | None) -> None:
+def _finished(run_dir: Path, exp: str, fingerprint: str | None, version=RECORD_VERSION) -> None:
     run_dir.mkdir(parents=True)
     record = {"status": "finished", "experiment": exp, "profile": "quick"}
+    record["record_version"] = version
     if fingerprint:
         record["id_fingerprint"] = fingerprint
     (run_dir / "metrics.json").write_text(json.dumps(record))
@@ -101,6 +103,16 @@ def test_the_planner_refuses_runs_of_another_secret(tmp_path, monkeypatch, caplo
     monkeypatch.setenv("PTX_ID_SALT", "site B")
     with pytest.raises(SweepError, match=r"identifier secret [0-9a-f]{8} \(this sweep: "):
         plan(sweep, tmp_path, [0], "quick", None)
+
+
+def test_the_planner_refuses_runs_that_recorded_file_stems(tmp_path, monkeypatch):
+    """Record version 2 stored radiograph ids as file stems: such a run is not reused."""
+    monkeypatch.setenv("PTX_ID_SALT", "site A")
+    sweep = load_sweep("compare-xray")
+    cell = sweep.cells[0]
+    _finished(tmp_path / sweep.group / cell.run_name(0), cell.exp, privacy.id_fingerprint(), 2)
+    with pytest.raises(SweepError, match=r"record version 2: recorded radiograph ids as their"):
+        plan(sweep, tmp_path, [0], "quick", None, only=[cell.id])
 
 
 def test_the_report_refuses_tables_mixing_secrets(tmp_path):

@@ -33,7 +33,7 @@ from ablations.records import load_sweep_runs
 from ablations.report import cli, write_report
 from ablations.sweeps import load_sweep
 from experiments.cli import main as ptx
-from lightning_modules.records import RecordError, read_per_image
+from lightning_modules.records import RecordError, read_metrics, read_per_image
 
 
 @pytest.fixture
@@ -221,6 +221,16 @@ def test_wandb_summary_run_offline(sweep_runs, tmp_path, monkeypatch):
     assert [row[cell] for row in table["data"]] == ["ref", "other", "gone", "broken"]
     assert table["data"][1][table["columns"].index("dice")] == pytest.approx(100 * 1.9 / 4)
     assert "W&B" not in (folder / "table.md").read_text()
+
+
+def test_a_finished_record_of_an_older_version_is_refused_saying_why(sweep_runs):
+    _, runs = sweep_runs
+    path = next(runs.rglob("metrics.json"))
+    record = json.loads(path.read_text())
+    for version, why in ((2, "radiograph ids as their file stems"), (1, "averaged Dice")):
+        path.write_text(json.dumps({**record, "record_version": version}))
+        with pytest.raises(RecordError, match=rf"record version {version}, .* version 3 .*{why}"):
+            read_metrics(path)
 
 
 def test_wandb_failure_never_fails_the_report(sweep_runs, tmp_path, monkeypatch, capsys):

@@ -18,7 +18,7 @@ from ablations.runner import cli as sweep_cli
 from ablations.sweeps import SweepError, load_sweep
 from datamodules.layouts.privacy import id_fingerprint
 from experiments.run_config import config_hash
-from lightning_modules.metric_functions import image_metrics
+from lightning_modules.metric_functions import RECORD_VERSION, image_metrics
 
 
 def _finished_as(sweep, job, runs_root, extra):
@@ -27,6 +27,7 @@ def _finished_as(sweep, job, runs_root, extra):
     job.run_dir.mkdir(parents=True)
     (job.run_dir / "config.yaml").write_text(yaml.safe_dump(config))
     record = {"status": "finished", "experiment": job.cell.exp, "profile": "quick"}
+    record["record_version"] = RECORD_VERSION
     record.update(config_hash=config_hash(config), id_fingerprint=id_fingerprint())
     (job.run_dir / "metrics.json").write_text(json.dumps(record))
 

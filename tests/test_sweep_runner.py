@@ -13,12 +13,14 @@ from ablations.runner import _seeds, build_parser, cli
 from ablations.sweeps import SweepError, list_sweeps, load_sweep
 from ablations.wandb_mirror import MIRROR_DIR, mirror, render
 from experiments.wandb_setup import run_id
+from lightning_modules.metric_functions import RECORD_VERSION
 
 
 def _fake_run(run_dir, status=None, last=False, profile="quick", exp="ct/unet", data=None):
     run_dir.mkdir(parents=True)
     if status:
         record = {"status": status, "experiment": exp, "profile": profile}
+        record["record_version"] = RECORD_VERSION
         (run_dir / "metrics.json").write_text(json.dumps(record))
         (run_dir / "config.yaml").write_text(
             yaml.safe_dump({"data": {"init_args": {"data_dir": data}}})

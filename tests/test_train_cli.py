@@ -115,7 +115,7 @@ def test_fit_writes_the_complete_run_record(ct_run):
     positive = [float(r["dice"]) for r in rows if float(r["true_area"]) > 0]
     assert np.mean(positive) == pytest.approx(test["dice"]) and len(positive) == test["n_positive"]
     assert np.mean([float(r["dice"]) for r in rows]) == pytest.approx(test["dice_kaggle"])
-    assert record["record_version"] == 2
+    assert record["record_version"] == 3
     assert record["diagnosis"]["rule"] == "paper" and record["diagnosis"]["min_area"] == 50
     split = json.loads((ct_run / "split.json").read_text())
     assert {r["patient"] for r in rows} == set(split["test"])
