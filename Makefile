@@ -37,9 +37,10 @@ install: $(STAMP)  ## create .venv and install the project into it (once per pyp
 # in one line, rather than as pip's OSError half-way through. MIN_FREE_GIB=0 skips the check.
 MIN_FREE_GIB ?= 8
 $(STAMP): pyproject.toml
-	@test -x $(PY) || { free=$$(df -Pk . | awk 'NR == 2 { print int($$4 / 1048576) }'); \
-		test "$$free" -ge $(MIN_FREE_GIB) || { echo "make install: $$free GiB free on the \
-	disk of $(CURDIR); a new $(VENV) needs about $(MIN_FREE_GIB) GiB (MIN_FREE_GIB=0 skips)" >&2; \
+	@test -x $(PY) || test $(MIN_FREE_GIB) -eq 0 || { \
+		where=$$(dirname '$(VENV)'); free=$$(df -Pk "$$where" | awk 'NR == 2 { print int($$4 / 1048576) }'); \
+		test -z "$$free" || test "$$free" -ge $(MIN_FREE_GIB) || { echo "make install: $$free GiB \
+	free on the disk of $(abspath $(dir $(VENV))); a new $(VENV) needs about $(MIN_FREE_GIB) GiB (MIN_FREE_GIB=0 skips)" >&2; \
 		exit 1; }; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip setuptools wheel

@@ -178,11 +178,11 @@ def segments_nothing(run: Run) -> bool:
     way it has not learnt to segment, whatever its accuracy or specificity say."""
     if predicts_nothing(run):
         return True
-    true_area, tp = run.per_image.values.get("true_area"), run.per_image.values.get("tp")
-    if true_area is None or tp is None:
-        return False
-    positive = np.nan_to_num(true_area) > 0
-    return bool(positive.any()) and not np.nan_to_num(tp[positive]).any()
+    values = run.per_image.values
+    if "tp" not in values or not {"true_area", "true_ptx"} & values.keys():
+        return False  # an older record: only the all-empty test above applies
+    positive = run.per_image.positive
+    return bool(positive.any()) and not np.nan_to_num(values["tp"][positive]).any()
 
 
 def population_sizes(runs: list[Run]) -> dict[str, tuple[int, int]]:

@@ -21,15 +21,14 @@ import yaml
 
 from ablations.sweeps import Cell, Sweep, SweepError
 from datamodules.layouts.privacy import id_fingerprint
-from lightning_modules.metric_functions import RECORD_VERSION
 from lightning_modules.records import (
     FINISHED,
     METRICS,
-    OLDER_RECORDS,
     RecordError,
     config_data_dir,
     read_config,
     read_status,
+    version_problem,
 )
 
 log = logging.getLogger("ptx.sweep")
@@ -104,10 +103,8 @@ def check_identity(job: Job, record: dict, wanted: Callable[[], dict], profile, 
             f"identifier secret {secret} (this sweep: {id_fingerprint()}; patient keys differ: "
             "share the secret, docs/data.md)"
         )
-    version = record.get("record_version", 1)
-    if version != RECORD_VERSION:
-        why = OLDER_RECORDS.get(version, "unknown")
-        differ.append(f"record version {version}: {why} (this ptx-seg: {RECORD_VERSION})")
+    if problem := version_problem(record):
+        differ.append(problem)
     if differ:
         raise SweepError(
             f"{job.run_dir} holds a finished run of another configuration: {'; '.join(differ)}. "

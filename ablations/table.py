@@ -34,6 +34,7 @@ from pathlib import Path
 from ablations import columns, stats
 from ablations.records import NOT_RUN, PARTIAL, CellRuns
 from ablations.sweeps import Sweep
+from datamodules.io.errors import DataError
 from lightning_modules.diagnosis import DiagnosisRule
 from lightning_modules.records import FINISHED, json_safe
 
@@ -95,8 +96,12 @@ def _runs_text(cell_runs: CellRuns) -> str:
 
 
 def _scrub(text: str, private: set[str]) -> str:
-    """Error text with any patient key or image id replaced (errors may quote data)."""
+    """Error text with any patient key or image id replaced (errors may quote data). A data
+    error names the file to fix (a folder may be an MRN, a stem a site's UID): the report
+    gives its kind only, the run's metrics.json and console the whole message."""
     text = text.strip().splitlines()[0] if text.strip() else ""
+    if text.startswith(f"{DataError.__name__}:"):
+        return f"{DataError.__name__} (bad input data: the run's metrics.json names the file)"
     for secret in sorted(private, key=len, reverse=True):
         if secret and secret in text:
             text = text.replace(secret, "<id>")
@@ -185,15 +190,15 @@ def build_table(
             row.update(_paper_cells(column, cell.paper.get(k)))
         if empty:
             seeds = ", ".join(str(r.seed) for r in empty)
-            what = (
+            what = (  # the weaker statement holds for every run listed
                 "predicted no pneumothorax on any test image"
-                if row["predicts_nothing"]
+                if all(columns.predicts_nothing(r) for r in empty)
                 else "found no pneumothorax pixel on any test image that has one"
             )
             notes.append(
                 f"{cell.label}: the network {what} (seed {seeds}): it has not learnt to "
-                "segment; its overlap scores are 0 and it is never marked better than the "
-                "reference"
+                "segment; its overlap scores over the images with pneumothorax are 0 and it "
+                "is never marked better than the reference"
             )
         rows.append(row)
     runs = [r for c in cells for r in c.finished]

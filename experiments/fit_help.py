@@ -14,6 +14,11 @@ import warnings
 
 HEADER = "LightningCLI options (every --KEY VALUE below is passed on):"
 DATA_MODULES = ("datamodules.ct.CTDataModule", "datamodules.xray.XRayDataModule")
+# Config-file options (`--config`, and `--model CONFIG`: jsonargparse's private
+# _ActionConfigLoad) carry no default of their own: their keys come one by one. Told apart by
+# class name, so a jsonargparse that renames its private class costs no ImportError (a test
+# checks the names).
+CONFIG_FILE_ACTIONS = {"ActionConfigFile", "_ActionConfigLoad"}
 
 
 def wants_help(argv: list[str]) -> bool:
@@ -49,11 +54,6 @@ def _lightning_help(command: str, args: list[str]):
 
     from experiments.lightning_cli import PtxCLI
 
-    # Config-file options (`--config`, and `--model CONFIG`, jsonargparse's private
-    # _ActionConfigLoad) carry no default of their own: their keys come one by one. Told apart
-    # by class name, so a jsonargparse that renames its private class costs no ImportError.
-    sections = {"ActionConfigFile", "_ActionConfigLoad"}
-
     values = None
 
     def plain(value):  # a subclass default is given as a dict
@@ -72,7 +72,8 @@ def _lightning_help(command: str, args: list[str]):
                     {
                         action.dest: plain(values.get(action.dest))
                         for action in sub._actions
-                        if type(action).__name__ not in sections and action.dest in values
+                        if type(action).__name__ not in CONFIG_FILE_ACTIONS
+                        and action.dest in values
                     }
                 )
             super().parse_arguments(parser, [command, "--help"])

@@ -78,11 +78,12 @@ def cli(argv: list[str]) -> int:
         cases, run_case = find_radiographs(Path(args.input)), predict_radiograph
     if not cases:
         raise DataError(f"no {predictor.modality} scans found under this path", path=args.input)
-    rows, failures = [], []
+    rows, failures, predicted = [], [], []  # predicted: the case of each row
     for number, case in enumerate(cases, 1):
         record = out / "cases" / f"{case.name}.json"
         if record.is_file() and not args.overwrite:
             rows.append(json.loads(record.read_text()))
+            predicted.append(case)
             log.info("%d/%d %s: done before, kept", number, len(cases), case.name)
             continue
         try:
@@ -93,13 +94,14 @@ def cli(argv: list[str]) -> int:
             continue
         write_text_atomic(record, json.dumps(row, indent=1))
         rows.append(row)
+        predicted.append(case)
         log.info("%d/%d %s: %s", number, len(cases), case.name, case.summary(row))
     if rows:
         write_tables(out, rows, predictor)
     if rows and predictor.modality == "xray":
         from experiments.predict_xray import write_submission
 
-        write_submission(out / "submission.csv", rows)
+        write_submission(out / "submission.csv", predicted, rows)
     write_failures(out / "failures.csv", failures)
     log.info("%d cases predicted, %d failed; outputs in %s", len(rows), len(failures), out)
     return 1 if failures else 0

@@ -104,12 +104,13 @@ def predict_radiograph(predictor, item: Radiograph, out: Path, args) -> dict:
         "height": int(image.shape[0]),
         "width": int(image.shape[1]),
         "_rle": rle_encode(mask if calls[0] else np.zeros_like(mask)),
-        "_image_id": item.image_id,  # the submission's ImageId; not in predictions.csv
     }
 
 
-def write_submission(path: Path, rows: list[dict]) -> None:
-    """SIIM-ACR ``ImageId,EncodedPixels``: relative RLE of images called PTX, else ``-1``."""
+def write_submission(path: Path, items: list[Radiograph], rows: list[dict]) -> None:
+    """SIIM-ACR ``ImageId,EncodedPixels`` of each item and its row: the relative RLE of the
+    images called PTX, else ``-1``. The one output that holds the images' own ids."""
     from experiments.predict import write_csv
 
-    write_csv(path, [{"ImageId": r["_image_id"], "EncodedPixels": r["_rle"]} for r in rows])
+    pairs = zip(items, rows, strict=True)
+    write_csv(path, [{"ImageId": i.image_id, "EncodedPixels": r["_rle"]} for i, r in pairs])

@@ -52,6 +52,16 @@ OLDER_RECORDS = {  # why a finished record of an older version is not read
 }
 
 
+def version_problem(record: dict) -> str | None:
+    """Why a finished record's version is not this ptx-seg's (None: it is read). Version 2
+    differs from 3 only in radiograph ids, so a CT record of version 2 is still read."""
+    version = record.get("record_version", 1)
+    if version == RECORD_VERSION or (version == 2 and record.get("modality") == "ct"):
+        return None
+    why = OLDER_RECORDS.get(version, "is not a version this ptx-seg knows")
+    return f"record version {version} {why} (this ptx-seg: {RECORD_VERSION})"
+
+
 def remedy() -> str:
     """What to do about a malformed or incompatible record (ends every RecordError)."""
     return _REMEDY
@@ -267,13 +277,9 @@ def read_metrics(path: Path) -> dict:
         raise RecordError(f"{path}: no 'status' field: not a run record; {_REMEDY}")
     if not isinstance(record.get("history") or [], list):
         raise RecordError(f"{path}: 'history' must be a list of per-epoch rows; {_REMEDY}")
-    version = record.get("record_version", 1)
-    if record["status"] == FINISHED and version != RECORD_VERSION:
-        why = OLDER_RECORDS.get(version, "is not one this ptx-seg knows")
-        raise RecordError(
-            f"{path}: record version {version}, this ptx-seg reads version {RECORD_VERSION} "
-            f"(version {version} {why}); " + _REMEDY
-        )
+    problem = version_problem(record) if record["status"] == FINISHED else None
+    if problem:
+        raise RecordError(f"{path}: {problem}; {_REMEDY}")
     return record
 
 

@@ -136,3 +136,17 @@ def test_a_secret_left_in_the_checkout_by_make_is_named(monkeypatch, tmp_path, c
     assert new.is_file()  # the documented default; the old one is not read silently
     warned = " ".join(r.getMessage() for r in caplog.records)
     assert str(old) in warned and str(new.parent) in warned and "PTX_CACHE_DIR=" in warned
+
+
+def test_the_config_file_actions_fit_help_skips_still_exist():
+    """fit_help tells config-file options by class name (no private import): a jsonargparse
+    that renames them would quietly show wrong defaults; this test says so first."""
+    import jsonargparse
+    from jsonargparse import _actions
+
+    from experiments import fit_help
+
+    names = {
+        type_.__name__ for type_ in (jsonargparse.ActionConfigFile, _actions._ActionConfigLoad)
+    }
+    assert names == fit_help.CONFIG_FILE_ACTIONS

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import re
 
 import nibabel as nib
@@ -111,7 +112,7 @@ def test_xray_masks_overlays_and_submission_round_trip(radiographs, tmp_path):
     items = find_radiographs(radiographs)
     assert len(items) >= 3 and all(i.path.suffix == ".dcm" for i in items)
     rows = [predict_radiograph(predictor("xray"), i, tmp_path, options()) for i in items]
-    write_submission(tmp_path / "submission.csv", rows)
+    write_submission(tmp_path / "submission.csv", items, rows)
     submitted = read_rle_csv(tmp_path / "submission.csv")
     assert sorted(submitted) == sorted(i.image_id for i in items)  # ids: stems
     for item, row in zip(items, rows, strict=True):
@@ -127,11 +128,38 @@ def test_xray_masks_overlays_and_submission_round_trip(radiographs, tmp_path):
                 decoded |= rle_decode(rle.encoded, *mask.shape)
         assert np.array_equal(decoded, mask if row["ptx"] else np.zeros_like(mask))
         assert (tmp_path / "overlays" / f"{item.name}.png").is_file()
-        assert row["case"] == item.name and "_image_id" in row and "image_id" not in row
+        assert row["case"] == item.name and item.image_id not in json.dumps(row)
     # outputs are named by keys: no file stem (a SOP Instance UID here) in any name
     names = [p.name for p in tmp_path.rglob("*")]
     assert all(re.fullmatch(r"i[0-9a-f]{12}\.png", n) for n in names if n.endswith(".png"))
     assert not any(item.image_id in n for item in items for n in names)
+
+
+def test_xray_predict_cli_names_nothing_by_file_stem_and_resumes(
+    radiographs, tmp_path, monkeypatch, caplog
+):
+    """Every output and log line carries the images' keys; submission.csv alone holds the
+    stems (SOP Instance UIDs here), the same after a resume as in one go."""
+    monkeypatch.setattr(Predictor, "load", staticmethod(lambda *a: predictor("xray")))
+    out = tmp_path / "out"
+    argv = ["predict", "--model", "any", "--input", str(radiographs), "--out", str(out)]
+    with caplog.at_level(logging.INFO, logger="ptx.predict"):
+        assert ptx(argv) == 0
+    items = find_radiographs(radiographs)
+    first = (out / "submission.csv").read_text()
+    assert sorted(read_rle_csv(out / "submission.csv")) == sorted(i.image_id for i in items)
+    written = [p for p in out.rglob("*") if p.name != "submission.csv"]
+    exposed = [caplog.text, *(p.name for p in written)]
+    exposed += [p.read_bytes().decode("latin-1") for p in written if p.is_file()]
+    for item in items:
+        assert not any(item.image_id in text for text in exposed), item.image_id
+    (out / "cases" / f"{items[0].name}.json").unlink()  # as if killed before the last case
+    (out / "submission.csv").unlink()
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="ptx.predict"):
+        assert ptx(argv) == 0
+    assert caplog.text.count("done before, kept") == len(items) - 1
+    assert (out / "submission.csv").read_text() == first
 
 
 def test_predict_cli_from_a_run_folder_writes_every_case_and_resumes(

@@ -153,7 +153,7 @@ def test_vendor_radiographs_give_masks_of_their_size_and_a_submission_that_parse
     items = find_radiographs(vendor_radiographs)
     assert sorted(i.path.name for i in items) == sorted(VENDOR_XRAY)
     rows = [predict_radiograph(predictor("xray"), i, tmp_path, options()) for i in items]
-    write_submission(tmp_path / "submission.csv", rows)
+    write_submission(tmp_path / "submission.csv", items, rows)
     submitted = read_rle_csv(tmp_path / "submission.csv")
     assert sorted(submitted) == sorted(i.image_id for i in items)  # ids: stems
     for item, row in zip(items, rows, strict=True):

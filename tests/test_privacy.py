@@ -111,7 +111,7 @@ def test_the_planner_refuses_runs_that_recorded_file_stems(tmp_path, monkeypatch
     sweep = load_sweep("compare-xray")
     cell = sweep.cells[0]
     _finished(tmp_path / sweep.group / cell.run_name(0), cell.exp, privacy.id_fingerprint(), 2)
-    with pytest.raises(SweepError, match=r"record version 2: recorded radiograph ids as their"):
+    with pytest.raises(SweepError, match=r"record version 2 recorded radiograph ids as their"):
         plan(sweep, tmp_path, [0], "quick", None, only=[cell.id])
 
 

@@ -223,14 +223,32 @@ def test_wandb_summary_run_offline(sweep_runs, tmp_path, monkeypatch):
     assert "W&B" not in (folder / "table.md").read_text()
 
 
+def test_a_data_error_reaches_the_report_as_its_kind_only(sweep_runs, tmp_path):
+    """A data error names the file to fix: a folder such as an MRN, a stem such as a UID."""
+    sweep_file, runs = sweep_runs
+    metrics = next(runs.rglob("broken-s0/metrics.json"))
+    record = json.loads(metrics.read_text())
+    record["error"] = "DataError: /data/MRN0042/1.2.840.99.7.dcm: pixel data is truncated"
+    metrics.write_text(json.dumps(record))
+    folder = write_report(str(sweep_file), runs, tmp_path / "out", wandb=False).folder
+    markdown = (folder / "table.md").read_text()
+    assert "Crashed net s0 failed: DataError (bad input data" in markdown
+    assert "MRN0042" not in markdown and "1.2.840.99.7" not in markdown
+
+
 def test_a_finished_record_of_an_older_version_is_refused_saying_why(sweep_runs):
     _, runs = sweep_runs
     path = next(runs.rglob("metrics.json"))
     record = json.loads(path.read_text())
-    for version, why in ((2, "radiograph ids as their file stems"), (1, "averaged Dice")):
-        path.write_text(json.dumps({**record, "record_version": version}))
-        with pytest.raises(RecordError, match=rf"record version {version}, .* version 3 .*{why}"):
+    for version, why in ((2, "recorded radiograph ids as their file stems"), (1, "averaged Dice")):
+        path.write_text(json.dumps({**record, "record_version": version, "modality": "xray"}))
+        with pytest.raises(
+            RecordError, match=rf"record version {version} {why}.*\(this ptx-seg: 3"
+        ):
             read_metrics(path)
+    # version 2 differs from 3 only in radiograph ids: a CT record of version 2 is read
+    path.write_text(json.dumps({**record, "record_version": 2, "modality": "ct"}))
+    assert read_metrics(path)["record_version"] == 2
 
 
 def test_wandb_failure_never_fails_the_report(sweep_runs, tmp_path, monkeypatch, capsys):

@@ -106,6 +106,23 @@ def test_skipped_ids_are_reported_not_dropped_silently(siim, tmp_path, caplog):
     assert problems == [f"skipped 2 (RLE row without image): 1.2.3.4.5, {orphan.stem}"]
 
 
+def test_check_data_names_the_skipped_ids_when_none_is_left(siim):
+    csv = siim / "train-rle.csv"
+    header = csv.read_text().splitlines()[0]
+    csv.write_text(f"{header}\n9.9.9.9, -1\n")  # rows for no image, images without rows
+    _, checks, problems = check_data(siim, "xray")
+    assert checks == [] and problems[0].startswith("skipped ") and "no radiograph" in problems[-1]
+    assert any("RLE row without image): 9.9.9.9" in p for p in problems)
+
+
+def test_two_ids_with_one_key_are_an_error_naming_the_file(siim, tmp_path, monkeypatch):
+    import datamodules.xray as xray
+
+    monkeypatch.setattr(xray, "image_key", lambda image_id: "i000000000000")
+    with pytest.raises(DataError, match=r"\.dcm: images '.+' and '.+' have the same key i0{12}"):
+        _setup(siim, tmp_path)
+
+
 def test_no_patient_identifier_leaves_the_dicom_files(phantom, tmp_path, caplog):
     headers = [
         pydicom.dcmread(f, stop_before_pixels=True)

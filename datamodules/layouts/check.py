@@ -5,8 +5,10 @@ very code the DataModules run at set-up (``discover_entries`` and ``load_case``)
 with what was found (layout, native shape, spacing, whether a label is there, pneumothorax
 pixels or voxels) or every problem with the file it concerns. A broken case does not stop
 the others; the exit status is 1 when any case (or the data set as a whole) has a problem.
-Cases are named by their non-identifying keys (CT: patient key; X-ray: image id); a
-problem names its file, as every DataError does. Nothing is written, not even the cache.
+CT cases are named by their patient keys; radiographs by their image ids (file stems) and
+skipped ids are listed, since this is the data owner's own check (the one place that names
+them: runs record keys); a problem names its file, as every DataError does. Nothing is
+written, not even the cache.
 """
 
 from __future__ import annotations
@@ -92,9 +94,13 @@ def check_data(root: Path, modality: str | None = None) -> tuple[str, list[CaseC
     try:
         cases, errors = dm.discover_entries(root)
     except DataError as err:
-        return modality, [], [str(err)]
+        cases, errors, failed = [], [], [str(err)]
+    else:
+        failed = []
     skipped = getattr(dm, "skipped_ids", {})  # the data owner's own check: ids named here
     problems = [f"skipped {len(ids)} ({why}): {_first(ids)}" for why, ids in skipped.items() if ids]
+    if failed:  # the skipped ids first: they often say why nothing was found
+        return modality, [], problems + failed
     checks = [CaseCheck(err.patient or "(discovery)", error=str(err)) for err in errors]
     checks += [check_case(dm, case) for case in cases]
     if not checks:
