@@ -14,7 +14,6 @@ from datamodules.base import SegmentationDataModule
 from datamodules.cache import CaseArrays
 from datamodules.io.errors import DataError
 from datamodules.layouts import Case
-from datamodules.layouts.privacy import image_key
 from datamodules.layouts.xray import (
     Radiograph,
     discover_radiographs,
@@ -159,8 +158,7 @@ class XRayDataModule(SegmentationDataModule):
         source = "png" if case.mask_file is not None else f"{case.scheme} RLE"
         info = {"layout": f"{'dicom' if is_dicom(case.files[0]) else 'png'} + {source}"}
         info["shape"] = image.shape
-        ids = [image_key(case.image_id)]  # the file stem may identify: never recorded as is
-        return CaseArrays(images=image[None], masks=mask[None], ids=ids, info=info)
+        return CaseArrays(images=image[None], masks=mask[None], ids=[case.key], info=info)
 
     def split_cases(self, cases: Sequence[Case]) -> Split:
         return stratified_split(self.patient_labels(cases), self.split_fractions, seed=self.seed)
@@ -171,10 +169,9 @@ def _check_keys(cases: Sequence[Radiograph]) -> None:
     500) would merge in every record: DataError naming the second file."""
     seen: dict[str, str] = {}
     for case in cases:
-        key = image_key(case.image_id)
-        if seen.setdefault(key, case.image_id) != case.image_id:
+        if seen.setdefault(case.key, case.image_id) != case.image_id:
             raise DataError(
-                f"images {seen[key]!r} and {case.image_id!r} have the same key {key}; rename "
-                "one of the two files",
+                f"images {seen[case.key]!r} and {case.image_id!r} have the same key {case.key}; "
+                "rename one of the two files",
                 path=case.files[0],
             )

@@ -116,9 +116,9 @@ def test_check_data_names_the_skipped_ids_when_none_is_left(siim):
 
 
 def test_two_ids_with_one_key_are_an_error_naming_the_file(siim, tmp_path, monkeypatch):
-    import datamodules.xray as xray
+    import datamodules.layouts.xray as layout
 
-    monkeypatch.setattr(xray, "image_key", lambda image_id: "i000000000000")
+    monkeypatch.setattr(layout, "image_key", lambda image_id: "i000000000000")
     with pytest.raises(DataError, match=r"\.dcm: images '.+' and '.+' have the same key i0{12}"):
         _setup(siim, tmp_path)
 

@@ -93,14 +93,9 @@ def check_data(root: Path, modality: str | None = None) -> tuple[str, list[CaseC
     dm = data_module(modality, root)
     try:
         cases, errors = dm.discover_entries(root)
-    except DataError as err:
-        cases, errors, failed = [], [], [str(err)]
-    else:
-        failed = []
-    skipped = getattr(dm, "skipped_ids", {})  # the data owner's own check: ids named here
-    problems = [f"skipped {len(ids)} ({why}): {_first(ids)}" for why, ids in skipped.items() if ids]
-    if failed:  # the skipped ids first: they often say why nothing was found
-        return modality, [], problems + failed
+    except DataError as err:  # the skipped ids first: they often say why nothing was found
+        return modality, [], [*_skipped(dm), str(err)]
+    problems = _skipped(dm)
     checks = [CaseCheck(err.patient or "(discovery)", error=str(err)) for err in errors]
     checks += [check_case(dm, case) for case in cases]
     if not checks:
@@ -108,10 +103,15 @@ def check_data(root: Path, modality: str | None = None) -> tuple[str, list[CaseC
     return modality, checks, problems
 
 
-def _first(ids: list[str], shown: int = 5) -> str:
-    """The first ``shown`` ids, and how many more."""
-    more = f" and {len(ids) - shown} more" if len(ids) > shown else ""
-    return ", ".join(ids[:shown]) + more
+def _skipped(dm, shown: int = 5) -> list[str]:
+    """One problem per reason the discovery skipped ids for, naming the first ``shown`` (the
+    data owner's own check: the one place that names them)."""
+    problems = []
+    for why, ids in getattr(dm, "skipped_ids", {}).items():
+        if ids:
+            more = f" and {len(ids) - shown} more" if len(ids) > shown else ""
+            problems.append(f"skipped {len(ids)} ({why}): {', '.join(ids[:shown])}{more}")
+    return problems
 
 
 def cli(argv: list[str]) -> int:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from datamodules.io.errors import DataError
 from datamodules.layouts import Case
-from datamodules.layouts.privacy import anonymous_key
+from datamodules.layouts.privacy import anonymous_key, image_key
 from datamodules.readers.dicom import read_dicom
 from datamodules.readers.radiograph import image_shape, is_dicom
 from datamodules.readers.rle import RleRow, check_rows, detect_scheme, read_rle_csv
@@ -60,9 +60,12 @@ class RadiographEntry:
 @dataclass(frozen=True)
 class Radiograph(Case):
     """One radiograph. ``rows`` (with their CSV line numbers) and ``csv`` serve decoding and
-    error messages; the cache key sees only ``files`` and ``meta`` (the RLE strings)."""
+    error messages; the cache key sees only ``files`` and ``meta`` (the RLE strings).
+    ``image_id`` is the file stem, which may identify; ``key`` (``image_key`` of it) is what
+    records carry."""
 
     image_id: str = ""
+    key: str = ""
     shape: tuple[int, int] = (0, 0)
     mask_file: Path | None = None
     rows: tuple[RleRow, ...] = ()
@@ -174,6 +177,7 @@ def radiograph_case(entry: RadiographEntry) -> Radiograph:
         meta=meta,
         label=label,
         image_id=entry.image_id,
+        key=image_key(entry.image_id),
         shape=shape,
         mask_file=entry.mask,
         rows=entry.rows,

@@ -53,18 +53,18 @@ def warn_if_older(root: Path, modality: str) -> None:
     """Log a warning when ``root`` is a phantom written by ``ptx phantom`` of an older
     version (its ``.ptx-phantom`` marker names modality and version; empty: version 1)."""
     marker = root / MARKERS[0]
-    if not marker.is_file():
+    if modality not in VERSIONS or not marker.is_file():
         return
     words = marker.read_text().split()
     version = int(words[1]) if len(words) == 2 and words[1].isdigit() else 1
-    if modality in VERSIONS and version < VERSIONS[modality]:
+    if version < phantom_version(modality):
         log.warning(
             "%s: a version-%d %s phantom; this ptx draws version %d (ptx phantom %s --out %s "
             "--overwrite redraws it)",
             root,
             version,
             modality,
-            VERSIONS[modality],
+            phantom_version(modality),
             modality,
             root,
         )
